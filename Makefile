@@ -1,0 +1,28 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= dev,tiny
+
+.PHONY: demo test install lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/glip demo
+
+test: install
+	$(VENV)/bin/ruff check glip tests benchmarks
+	$(VENV)/bin/ruff format --check glip tests benchmarks
+	$(PY) -m pytest -q
+
+format: install
+	$(VENV)/bin/ruff format glip tests benchmarks
+	$(VENV)/bin/ruff check --fix glip tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

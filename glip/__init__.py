@@ -1,0 +1,1 @@
+"""GLIP in pure PyTorch."""

@@ -1,0 +1,199 @@
+"""Vision blocks of the DyHead tower: modulated deformable 3x3 conv + GroupNorm, scale-aware attention, DyReLU.
+
+Official: maskrcnn_benchmark/modeling/rpn/vldyhead.py (Conv3x3Norm, DyConv, h_sigmoid) and
+maskrcnn_benchmark/layers/dyrelu.py (DYReLU). Deformable convolution runs through
+``torchvision.ops.deform_conv2d`` (or an equivalent ``grid_sample`` path), never a compiled extension.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import deform_conv2d
+
+
+def h_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Hard sigmoid ``relu6(x + 3) / 6`` (official vldyhead.py h_sigmoid)."""
+    return F.relu6(x + 3.0) / 6.0
+
+
+def reinterpret_offsets(tensor: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """Fit per-location offsets/masks ``(B, K, H, W)`` to a conv output of size ``out_hw``.
+
+    Official quirk (rpn/vldyhead.py DyConv + csrc/cuda/deform_conv_cuda.cu): the offsets computed at
+    level l are also given to the conv applied to the coarser level l+1, whose output is smaller. The
+    CUDA kernel does no shape check and reads, per image, the first ``K * Ho * Wo`` values of the flat
+    offset tensor with the output's strides. We reproduce that exactly (not a crop, not a resize).
+    """
+    batch, channels, height, width = tensor.shape
+    out_h, out_w = out_hw
+    if (height, width) == (out_h, out_w):
+        return tensor
+    needed = channels * out_h * out_w
+    if needed > channels * height * width:
+        raise ValueError(f"offsets of size {(height, width)} cannot drive a conv output of size {out_hw}")
+    return tensor.reshape(batch, -1)[:, :needed].reshape(batch, channels, out_h, out_w)
+
+
+def deform_conv3x3_grid_sample(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int,
+) -> torch.Tensor:
+    """Modulated deformable 3x3 conv (padding 1, dilation 1) via ``grid_sample`` + one matmul.
+
+    Same maths as ``torchvision.ops.deform_conv2d`` (bilinear sampling, zero outside the map, offset
+    channels (dy, dx) per tap in row-major tap order) but much faster on CPU.
+    x: (B, C, H, W); offset: (B, 18, Ho, Wo); mask: (B, 9, Ho, Wo); weight: (O, C, 3, 3) -> (B, O, Ho, Wo).
+    """
+    batch, channels = x.shape[:2]
+    out_h, out_w = offset.shape[-2:]
+    dtype, device = x.dtype, x.device
+    # Pad one zero pixel on every side: the sampling of points in (-1, 0) (which blends with zero) then
+    # happens inside the map, and maps of height or width 1 need no special case.
+    x = F.pad(x, (1, 1, 1, 1))
+    height, width = x.shape[-2:]
+    base_y = torch.arange(out_h, device=device, dtype=dtype) * stride  # top-left tap (-1 + 1 for the pad)
+    base_x = torch.arange(out_w, device=device, dtype=dtype) * stride
+    taps = torch.arange(3, device=device, dtype=dtype)
+    # absolute sampling positions per tap k = i * 3 + j: (B, 9, Ho, Wo)
+    tap_y = taps[:, None].expand(3, 3).reshape(9)[None, :, None, None]
+    tap_x = taps[None, :].expand(3, 3).reshape(9)[None, :, None, None]
+    pos_y = base_y[None, None, :, None] + tap_y + offset[:, 0::2]
+    pos_x = base_x[None, None, None, :] + tap_x + offset[:, 1::2]
+    # normalise for grid_sample(align_corners=True): -1 -> pixel 0, +1 -> pixel size-1
+    grid_x = pos_x * (2.0 / (width - 1)) - 1.0
+    grid_y = pos_y * (2.0 / (height - 1)) - 1.0
+    grid = torch.stack((grid_x, grid_y), dim=-1).reshape(batch, 9 * out_h, out_w, 2)
+    sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    sampled = sampled.reshape(batch, channels, 9, out_h, out_w) * mask[:, None]  # (B, C, 9, Ho, Wo)
+    columns = sampled.reshape(batch, channels * 9, out_h * out_w)  # (B, C*9, Ho*Wo)
+    out = weight.reshape(weight.shape[0], -1) @ columns  # (B, O, Ho*Wo)
+    if bias is not None:
+        out = out + bias[None, :, None]
+    return out.reshape(batch, -1, out_h, out_w)
+
+
+class ConvNorm(nn.Module):
+    """3x3 conv (modulated deformable when ``deformable``) followed by GroupNorm (official Conv3x3Norm)."""
+
+    # "torchvision" (reference kernel) or "grid_sample" (faster on CPU, same result within float error)
+    deform_impl: str = "grid_sample"
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, deformable: bool, gn_groups: int | None) -> None:
+        super().__init__()
+        self.stride = stride
+        self.deformable = deformable
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
+        self.bn = nn.GroupNorm(gn_groups, out_ch) if gn_groups else None
+
+    def forward(
+        self, x: torch.Tensor, offset: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.deformable and offset is not None and mask is not None:
+            out_hw = ((x.shape[-2] - 1) // self.stride + 1, (x.shape[-1] - 1) // self.stride + 1)
+            offset = reinterpret_offsets(offset, out_hw)
+            mask = reinterpret_offsets(mask, out_hw)
+            if self.deform_impl == "torchvision" or x.dtype != torch.float32:
+                y = deform_conv2d(
+                    x, offset, self.conv.weight, self.conv.bias, stride=self.stride, padding=1, mask=mask
+                )
+            else:
+                y = deform_conv3x3_grid_sample(x, offset, mask, self.conv.weight, self.conv.bias, self.stride)
+        else:
+            y = self.conv(x)
+        return self.bn(y) if self.bn is not None else y
+
+
+class DyReLU(nn.Module):
+    """Dynamic ReLU with 4 coefficients: ``max(x*a1 + b1, x*a2 + b2)`` (official layers/dyrelu.py DYReLU)."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        self.channels = channels
+        self.fc = nn.Sequential(
+            nn.Linear(channels, channels // reduction),
+            nn.ReLU(inplace=True),
+            nn.Linear(channels // reduction, channels * 4),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) -> (B, C, H, W)."""
+        coeffs = h_sigmoid(self.fc(x.mean(dim=(2, 3))))[:, :, None, None]  # (B, 4C, 1, 1)
+        a1, b1, a2, b2 = torch.split(coeffs, self.channels, dim=1)
+        a1 = (a1 - 0.5) * 2.0 + 1.0  # lambda_a = 2 * 1.0, init_a = (1, 0), init_b = (0, 0)
+        a2 = (a2 - 0.5) * 2.0
+        b1 = b1 - 0.5
+        b2 = b2 - 0.5
+        return torch.maximum(x * a1 + b1, x * a2 + b2)
+
+
+class DyConv(nn.Module):
+    """One DyHead vision block over all pyramid levels (official vldyhead.py DyConv).
+
+    For level l: mean over {conv_same(x_l), conv_finer(x_{l-1}) (stride 2), up(conv_coarser(x_{l+1}))},
+    each term weighted by a scale-aware attention; then DyReLU. Deformable offsets come from level l.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        use_deform: bool = True,
+        use_dyfuse: bool = True,
+        use_dyrelu: bool = True,
+        gn_groups: int | None = 16,
+    ) -> None:
+        super().__init__()
+        self.conv_coarser = ConvNorm(in_ch, out_ch, 1, use_deform, gn_groups)
+        self.conv_same = ConvNorm(in_ch, out_ch, 1, use_deform, gn_groups)
+        self.conv_finer = ConvNorm(in_ch, out_ch, 2, use_deform, gn_groups)
+        self.scale_attn = nn.Conv2d(in_ch, 1, kernel_size=1) if use_dyfuse else None
+        self.dyrelu = DyReLU(in_ch) if use_dyrelu else None
+        self.offset = nn.Conv2d(in_ch, 27, kernel_size=3, stride=1, padding=1) if use_deform else None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # official DyConv.init_weights: N(0, 0.01) convs with zero bias; offset conv zero-initialised.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        if self.offset is not None:
+            nn.init.zeros_(self.offset.weight)
+            nn.init.zeros_(self.offset.bias)
+
+    def _attention(self, x: torch.Tensor) -> torch.Tensor:
+        assert self.scale_attn is not None
+        return h_sigmoid(F.relu(self.scale_attn(x.mean(dim=(2, 3), keepdim=True))))  # (B, 1, 1, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        """features: L maps (B, C, H_l, W_l) -> L maps (B, C_out, H_l, W_l)."""
+        outputs = []
+        for level, feature in enumerate(features):
+            offset = mask = None
+            if self.offset is not None:
+                offset_mask = self.offset(feature)  # (B, 27, H, W)
+                offset, mask = offset_mask[:, :18], offset_mask[:, 18:].sigmoid()
+            terms = [self.conv_same(feature, offset, mask)]
+            if level > 0:
+                terms.append(self.conv_finer(features[level - 1], offset, mask))
+            if level < len(features) - 1:
+                coarser = self.conv_coarser(features[level + 1], offset, mask)
+                # official F.upsample_bilinear == bilinear with align_corners=True
+                terms.append(
+                    F.interpolate(coarser, size=feature.shape[-2:], mode="bilinear", align_corners=True)
+                )
+            stacked = torch.stack(terms)  # (K, B, C, H, W)
+            if self.scale_attn is not None:
+                weights = torch.stack([self._attention(t) for t in terms])  # (K, B, 1, 1, 1)
+                stacked = stacked * weights
+            outputs.append(stacked.mean(dim=0))
+        if self.dyrelu is not None:
+            outputs = [self.dyrelu(o) for o in outputs]
+        return outputs

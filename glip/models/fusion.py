@@ -1,0 +1,134 @@
+"""Deep fusion: bidirectional image <-> text cross-attention (the paper's X-MHA, official "MHA-B").
+
+Official: maskrcnn_benchmark/utils/fuse_helper.py (BiMultiHeadAttention, BiAttentionBlockForCheckpoint)
+and rpn/vldyhead.py (VLFuse). All five pyramid levels are flattened and concatenated into one image
+sequence; the residual is added to the *layer-normed* inputs, scaled by a learnable layer scale.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Official fuse_helper.py clamps attention logits to +-50000 ("data type half has quite limited range").
+LOGIT_CLAMP = 50000.0
+# Official fuse_helper.py fills masked text positions with -9e15 before the image->text softmax.
+TEXT_MASK_FILL = -9e15
+
+
+class BiMultiHeadAttention(nn.Module):
+    """Cross-attention in both directions with shared logits.
+
+    ``vision``: (B, N, Cv) image tokens (all levels), ``text``: (B, T, Ct), ``text_mask``: (B, T) 1 = real.
+    Returns (delta_vision (B, N, Cv), delta_text (B, T, Ct)).
+    """
+
+    def __init__(self, vision_dim: int, text_dim: int, embed_dim: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"fusion embed dim {embed_dim} is not a multiple of {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.dropout = dropout
+        self.vision_query = nn.Linear(vision_dim, embed_dim)
+        self.text_key = nn.Linear(text_dim, embed_dim)
+        self.vision_value = nn.Linear(vision_dim, embed_dim)
+        self.text_value = nn.Linear(text_dim, embed_dim)
+        self.vision_out = nn.Linear(embed_dim, vision_dim)
+        self.text_out = nn.Linear(embed_dim, text_dim)
+        for layer in (
+            self.vision_query,
+            self.text_key,
+            self.vision_value,
+            self.text_value,
+            self.vision_out,
+            self.text_out,
+        ):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, L, d)
+
+    def forward(
+        self, vision: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, num_vision, _ = vision.shape
+        query = self._heads(self.vision_query(vision) * self.scale)  # (B, h, N, d)
+        key = self._heads(self.text_key(text))  # (B, h, T, d)
+        value_vision = self._heads(self.vision_value(vision))  # (B, h, N, d)
+        value_text = self._heads(self.text_value(text))  # (B, h, T, d)
+
+        logits = (query @ key.transpose(-1, -2)).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)  # (B, h, N, T)
+
+        # text <- image: softmax over image tokens; no image mask (batch padding is attended, as official).
+        logits_t = logits.transpose(-1, -2)  # (B, h, T, N)
+        logits_t = (logits_t - logits_t.amax(dim=-1, keepdim=True)).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+        probs_text = logits_t.softmax(dim=-1)
+
+        # image <- text: softmax over real text tokens.
+        if text_mask is not None:
+            # official quirk: real tokens get +1 (the mask value itself), padding gets -9e15.
+            fill = text_mask.to(logits.dtype).masked_fill(text_mask == 0, TEXT_MASK_FILL)
+            logits = logits + fill[:, None, None, :]
+        probs_vision = logits.softmax(dim=-1)
+
+        probs_vision = F.dropout(probs_vision, p=self.dropout, training=self.training)
+        probs_text = F.dropout(probs_text, p=self.dropout, training=self.training)
+
+        out_vision = (probs_vision @ value_text).transpose(1, 2).reshape(batch, num_vision, -1)  # (B, N, E)
+        out_text = (probs_text @ value_vision).transpose(1, 2).reshape(batch, text.shape[1], -1)  # (B, T, E)
+        return self.vision_out(out_vision), self.text_out(out_text)
+
+
+class FusionBlock(nn.Module):
+    """X-MHA block: ``v = LN(v) + gamma_v * dv``, ``t = LN(t) + gamma_t * dt`` over all pyramid levels."""
+
+    def __init__(
+        self,
+        vision_dim: int,
+        text_dim: int,
+        embed_dim: int,
+        num_heads: int,
+        dropout: float = 0.1,
+        layer_scale: float = 1.0 / 6.0,
+        use_checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        self.vision_norm = nn.LayerNorm(vision_dim)
+        self.text_norm = nn.LayerNorm(text_dim)
+        self.attn = BiMultiHeadAttention(vision_dim, text_dim, embed_dim, num_heads, dropout)
+        self.vision_gamma = nn.Parameter(torch.full((vision_dim,), layer_scale))
+        self.text_gamma = nn.Parameter(torch.full((text_dim,), layer_scale))
+        self.use_checkpoint = use_checkpoint
+
+    def fuse_sequence(
+        self, vision: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """vision: (B, N, C), text: (B, T, D), text_mask: (B, T) -> fused (B, N, C), (B, T, D)."""
+        vision = self.vision_norm(vision)
+        text = self.text_norm(text)
+        delta_vision, delta_text = self.attn(vision, text, text_mask)
+        return vision + self.vision_gamma * delta_vision, text + self.text_gamma * delta_text
+
+    def forward(
+        self, features: list[torch.Tensor], text: torch.Tensor, text_mask: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """features: L maps (B, C, H_l, W_l); text: (B, T, D) -> (L fused maps, fused text (B, T, D))."""
+        shapes = [f.shape[-2:] for f in features]
+        vision = torch.cat([f.flatten(2).transpose(1, 2) for f in features], dim=1)  # (B, sum HW, C)
+        if self.use_checkpoint and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            vision, text = checkpoint(self.fuse_sequence, vision, text, text_mask, use_reentrant=False)
+        else:
+            vision, text = self.fuse_sequence(vision, text, text_mask)
+        out, start = [], 0
+        for h, w in shapes:
+            level = vision[:, start : start + h * w].transpose(1, 2)  # (B, C, HW)
+            out.append(level.reshape(level.shape[0], -1, h, w))
+            start += h * w
+        return out, text

@@ -1,0 +1,186 @@
+"""The GLIP detector: image backbone + FPN, BERT, the VL-DyHead, anchors and post-processing.
+
+Data flow (shapes for one batch; T = text tokens kept, D = text width, C = head channels):
+
+    images (B, 3, H, W) --backbone--> C3..C5 --FPN--> P3..P7 (B, C, H_l, W_l)
+    input_ids (B, T)    --BERT------> hidden (B, T, D)
+    (P3..P7, hidden) --VL-DyHead tower (fusion -> BERT layer -> DyConv) x N--> fused maps, fused text
+    fused maps x fused text --> token logits (B, H_l*W_l, T); box deltas (B, 4, H_l, W_l); centerness
+    --post-processing (phrase = mean of its tokens)--> boxes, scores, labels per image
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from glip.config import EfficientNetConfig, GLIPConfig, SwinConfig
+from glip.models.anchors import AnchorGenerator
+from glip.models.fpn import FPN
+from glip.models.head import HeadOutput, VLDyHead
+from glip.models.language import TextEncoder, TextFeatures
+from glip.postprocess import Detections, LabelToTokens, postprocess_image
+from glip.preprocess import ImageBatch
+
+
+@dataclass
+class GLIPOutput:
+    """Raw outputs of :meth:`GLIP.forward`.
+
+    head: per-level token logits / box deltas / centerness (see :class:`glip.models.head.HeadOutput`).
+    anchors: L tensors (H_l*W_l, 4) xyxy, shared by the batch.
+    image_sizes: unpadded (H, W) per image.
+    text: the text encoder's output (hidden, embedded, mask), possibly trimmed to the longest prompt.
+    """
+
+    head: HeadOutput
+    anchors: list[torch.Tensor]
+    image_sizes: list[tuple[int, int]]
+    text: TextFeatures
+    fpn: list[torch.Tensor]
+
+
+class GLIP(nn.Module):
+    """GLIP. Build with :func:`build_model`; official checkpoints load through :func:`glip.load_model`."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        fpn: FPN,
+        text_encoder: TextEncoder,
+        head: VLDyHead,
+        anchor_generator: AnchorGenerator,
+        config: GLIPConfig,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.fpn = fpn
+        self.text_encoder = text_encoder
+        self.head = head
+        self.anchor_generator = anchor_generator
+        self.config = config
+        # Drop text padding beyond the longest real prompt of the batch. Exact: padded tokens are masked
+        # everywhere they could reach real tokens or image features (see docs/architecture.md).
+        self.trim_text_padding = True
+
+    # ------------------------------------------------------------------ pieces
+    def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images: (B, 3, H, W) normalised -> P3..P7, each (B, C, H_l, W_l)."""
+        return self.fpn(self.backbone(images)[-3:])
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
+        """input_ids, attention_mask: (B, T) -> text features (trimmed to the longest prompt if enabled)."""
+        if self.trim_text_padding:
+            length = max(int(attention_mask.sum(dim=1).max()), 1)
+            input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
+        return self.text_encoder(input_ids, attention_mask)
+
+    def forward_head(self, fpn: list[torch.Tensor], text: TextFeatures) -> HeadOutput:
+        """The VL-DyHead on precomputed image and text features."""
+        return self.head(fpn, text.hidden, text.embedded, text.mask)
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        images: ImageBatch,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        fpn: list[torch.Tensor] | None = None,
+    ) -> GLIPOutput:
+        """images: padded batch (B, 3, H, W); input_ids/attention_mask: (B, T). ``fpn`` skips the backbone."""
+        if fpn is None:
+            fpn = self.encode_images(images.tensors)
+        text = self.encode_text(input_ids, attention_mask)
+        head = self.forward_head(fpn, text)
+        anchors = self.anchor_generator(fpn)
+        return GLIPOutput(head=head, anchors=anchors, image_sizes=list(images.image_sizes), text=text, fpn=fpn)
+
+    def postprocess(
+        self, output: GLIPOutput, label_to_tokens: LabelToTokens | Sequence[LabelToTokens]
+    ) -> list[Detections]:
+        """Boxes in each image's resized (unpadded) frame; one label->tokens map for all images or one each."""
+        maps = (
+            [label_to_tokens] * len(output.image_sizes)
+            if isinstance(label_to_tokens, dict)
+            else list(label_to_tokens)  # type: ignore[arg-type]
+        )
+        post = self.config.postprocess
+        results = []
+        for index, size in enumerate(output.image_sizes):
+            results.append(
+                postprocess_image(
+                    [t[index] for t in output.head.token_logits],
+                    [r[index] for r in output.head.box_regression],
+                    [c[index] for c in output.head.centerness],
+                    output.anchors,
+                    size,
+                    maps[index],
+                    pre_nms_thresh=post.pre_nms_thresh,
+                    pre_nms_top_n=post.pre_nms_top_n,
+                    nms_thresh=post.nms_thresh,
+                    detections_per_img=post.detections_per_img,
+                    min_size=post.min_size,
+                )
+            )
+        return results
+
+
+def _build_backbone(config: GLIPConfig) -> nn.Module:
+    backbone = config.backbone
+    if isinstance(backbone, SwinConfig):
+        from glip.models.swin import SwinTransformer
+
+        return SwinTransformer(
+            embed_dim=backbone.embed_dim,
+            depths=backbone.depths,
+            num_heads=backbone.num_heads,
+            window_size=backbone.window_size,
+            mlp_ratio=backbone.mlp_ratio,
+            drop_path_rate=backbone.drop_path_rate,
+            frozen_stages=backbone.frozen_stages,
+        )
+    if isinstance(backbone, EfficientNetConfig):
+        from glip.models.efficientnet import EfficientNetBackbone
+
+        return EfficientNetBackbone(backbone.name, backbone.pretrained, backbone.out_indices)
+    raise TypeError(f"unsupported backbone config {type(backbone).__name__}")
+
+
+def build_model(config: GLIPConfig) -> GLIP:
+    """Build a randomly initialised GLIP (pretrained parts load where the config says so)."""
+    bert = config.text.bert
+    text_dim = int(bert["hidden_size"])
+    head_cfg = config.head
+    backbone = _build_backbone(config)
+    fpn = FPN(tuple(config.backbone.out_channels[-3:]), config.fpn_channels)
+    text_encoder = TextEncoder(dict(bert), config.text.pretrained, config.text.freeze)
+    head = VLDyHead(
+        in_channels=config.fpn_channels,
+        channels=head_cfg.channels,
+        num_blocks=head_cfg.num_blocks,
+        text_dim=text_dim,
+        text_heads=int(bert["num_attention_heads"]),
+        text_intermediate=int(bert["intermediate_size"]),
+        text_eps=float(bert.get("layer_norm_eps", 1e-12)),
+        deep_fusion=head_cfg.deep_fusion,
+        fused_text_for_score=head_cfg.fused_text_for_score,
+        fusion_embed_dim=head_cfg.fusion_embed_dim,
+        fusion_heads=head_cfg.fusion_heads,
+        fusion_dropout=head_cfg.fusion_dropout,
+        layer_scale=head_cfg.layer_scale,
+        use_deform=head_cfg.use_deform,
+        use_dyfuse=head_cfg.use_dyfuse,
+        use_dyrelu=head_cfg.use_dyrelu,
+        gn_groups=head_cfg.gn_groups if head_cfg.use_gn else None,
+        num_classes=head_cfg.num_classes,
+        prior_prob=head_cfg.prior_prob,
+        log_scale_init=head_cfg.log_scale_init,
+        num_levels=len(config.anchors.strides),
+        prompt_tuning=head_cfg.prompt_tuning,
+        use_checkpoint=head_cfg.use_checkpoint,
+    )
+    anchors = AnchorGenerator(config.anchors.sizes, config.anchors.strides)
+    return GLIP(backbone, fpn, text_encoder, head, anchors, config)

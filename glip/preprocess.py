@@ -1,0 +1,93 @@
+"""Image preprocessing exactly as the official test transform (maskrcnn_benchmark/data/transforms).
+
+Resize (shorter side ``min_size``, longer side at most ``max_size``, int() truncation) with PIL bilinear
+(what torchvision's resize does on a PIL image; it antialiases when shrinking) -> RGB [0, 1] -> BGR x 255
+-> (x - mean) / std -> zero padding bottom/right to a multiple of 32 *after* normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass
+class ImageBatch:
+    """A padded batch. tensors: (B, 3, H_pad, W_pad); image_sizes: unpadded (H, W) per image."""
+
+    tensors: torch.Tensor
+    image_sizes: list[tuple[int, int]]
+
+    def to(self, device: torch.device | str) -> ImageBatch:
+        return ImageBatch(self.tensors.to(device), self.image_sizes)
+
+
+def resized_hw(width: int, height: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """Official Resize.get_size: the (H, W) an image of ``width`` x ``height`` is resized to.
+
+    >>> resized_hw(240, 180, 200, 333)
+    (200, 266)
+    """
+    size = float(min_size)
+    min_original, max_original = float(min(width, height)), float(max(width, height))
+    if max_original / min_original * size > max_size:
+        size = int(round(max_size * min_original / max_original))
+    size = int(size)
+    if (width <= height and width == size) or (height <= width and height == size):
+        return height, width
+    if width < height:
+        return int(size * height / width), size
+    return size, int(size * width / height)
+
+
+def resize_image(image: Image.Image, min_size: int, max_size: int) -> Image.Image:
+    """Resize a PIL RGB image with the official rule and PIL bilinear resampling."""
+    height, width = resized_hw(image.width, image.height, min_size, max_size)
+    if (height, width) == (image.height, image.width):
+        return image
+    return image.resize((width, height), Image.BILINEAR)
+
+
+def normalize(
+    image: Image.Image | np.ndarray,
+    pixel_mean: Sequence[float],
+    pixel_std: Sequence[float],
+    to_bgr255: bool = True,
+) -> torch.Tensor:
+    """RGB uint8 image (PIL or HWC array) -> (3, H, W) float32 normalised tensor (BGR, 0-255 scale)."""
+    array = np.asarray(image, dtype=np.uint8)
+    tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255.0)  # ToTensor
+    if to_bgr255:
+        tensor = tensor[[2, 1, 0]] * 255.0
+    mean = torch.tensor(pixel_mean, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(pixel_std, dtype=torch.float32)[:, None, None]
+    return (tensor - mean) / std
+
+
+def pad_batch(images: Sequence[torch.Tensor], size_divisibility: int = 32) -> ImageBatch:
+    """Zero-pad (3, H_i, W_i) tensors bottom/right into one (B, 3, H, W) batch, H and W multiples of 32."""
+    max_h = max(int(img.shape[-2]) for img in images)
+    max_w = max(int(img.shape[-1]) for img in images)
+    if size_divisibility > 0:
+        max_h = -(-max_h // size_divisibility) * size_divisibility
+        max_w = -(-max_w // size_divisibility) * size_divisibility
+    batch = images[0].new_zeros(len(images), images[0].shape[0], max_h, max_w)
+    for slot, img in zip(batch, images):
+        slot[:, : img.shape[-2], : img.shape[-1]].copy_(img)
+    return ImageBatch(batch, [(int(img.shape[-2]), int(img.shape[-1])) for img in images])
+
+
+def preprocess(
+    image: Image.Image,
+    min_size: int = 800,
+    max_size: int = 1333,
+    pixel_mean: Sequence[float] = (103.530, 116.280, 123.675),
+    pixel_std: Sequence[float] = (57.375, 57.120, 58.395),
+    to_bgr255: bool = True,
+) -> torch.Tensor:
+    """PIL RGB image -> (3, H, W) network input before padding (official test transform)."""
+    return normalize(resize_image(image.convert("RGB"), min_size, max_size), pixel_mean, pixel_std, to_bgr255)
