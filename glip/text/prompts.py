@@ -61,7 +61,8 @@ DEMO_SEPARATOR: str = " . "
 #: ``TEST.CHUNKED_EVALUATION`` of the official LVIS evaluation command.
 LVIS_CHUNK_SIZE: int = 40
 
-_PARENTHESES = re.compile(r"\(.*\)")  # greedy: "a_(b)_c_(d)" loses everything from the first "(" to the last ")"
+# greedy: "a_(b)_c_(d)" loses everything from the first "(" to the last ")"
+_PARENTHESES = re.compile(r"\(.*\)")
 
 
 # --------------------------------------------------------------------------------------------- names
@@ -179,7 +180,7 @@ def build_class_caption(
             caption += caption_prompt[i]["suffix"]
         if i != len(texts) - 1:
             caption += separator
-    if additional_labels:
+    if additional_labels is not None:  # official: even an empty list adds a trailing separator
         caption += separator + separator.join(additional_labels)
     return ClassPrompt(caption=caption, spans=tuple(spans), names=tuple(entity_texts))
 
@@ -215,7 +216,9 @@ def encoding_offsets(encoding: Any) -> list[Span]:
     encodings = getattr(encoding, "encodings", None)
     if encodings is not None:  # transformers BatchEncoding from a fast tokenizer
         if len(encodings) != 1:
-            raise PromptError(f"the BatchEncoding holds {len(encodings)} captions; pass one (encoding.encodings[i])")
+            raise PromptError(
+                f"the BatchEncoding holds {len(encodings)} captions; pass one (encoding.encodings[i])"
+            )
         return [(int(a), int(b)) for a, b in encodings[0].offsets]
     offsets = getattr(encoding, "offsets", None)
     if offsets is not None:  # tokenizers.Encoding
@@ -509,7 +512,9 @@ def build_detection_prompt(
     )
     encoding = get_tokenizer()(prompt.caption, truncation=False)
     offsets = encoding_offsets(encoding)
-    label_to_token = label_token_dict_from_spans(offsets, prompt.tokens_positive, labels, caption=prompt.caption)
+    label_to_token = label_token_dict_from_spans(
+        offsets, prompt.tokens_positive, labels, caption=prompt.caption
+    )
     without = tuple(lab for lab in labels if lab not in label_to_token)
     if without and not allow_empty:
         bad = [f"{lab} {names[labels.index(lab)]!r}" for lab in without]

@@ -87,7 +87,9 @@ def get_tokenizer() -> PreTrainedTokenizerFast:
     # the special tokens must keep their vocabulary ids (not be appended as new tokens)
     got = [tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id]
     if got != [PAD_ID, UNK_ID, CLS_ID, SEP_ID] or len(tokenizer) != VOCAB_SIZE:
-        raise RuntimeError(f"tokenizer special-token ids {got} / size {len(tokenizer)} differ from bert-base-uncased")
+        raise RuntimeError(
+            f"tokenizer special-token ids {got} / size {len(tokenizer)} differ from bert-base-uncased"
+        )
     return tokenizer
 
 

@@ -163,7 +163,8 @@ def from_official(
             report.shape_mismatch.append((official_key, tuple(value.shape), tuple(own[ours].shape)))
             continue
         converted[ours] = value
-    report.missing = [mapping[k] for k in own if k not in converted]
+    mismatched = {name for name, _, _ in report.shape_mismatch}
+    report.missing = [mapping[k] for k in own if k not in converted and mapping[k] not in mismatched]
     return converted, report
 
 

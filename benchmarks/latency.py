@@ -1,0 +1,396 @@
+"""CPU forward latency and peak memory of GLIP-T, side by side with HF transformers' Grounding DINO-T.
+
+One image (batch 1), random weights, fp32, eval mode, ``torch.no_grad()``, the 80 COCO class names as
+the prompt (official evaluation caption: names joined by ". ", no trailing separator).
+
+Each model runs in its own subprocess (this script re-invokes itself with ``--only glip|gdino``) so the
+RSS high-water marks (``getrusage(RUSAGE_SELF).ru_maxrss``) do not mix. Prints JSON to stdout.
+
+    python benchmarks/latency.py --repeats 3 --out latency.json
+    python benchmarks/latency.py --preset tiny_random --height 320 --width 512 --repeats 1  # quick check
+
+GLIP timings: the headline ``full`` numbers time a plain ``model(...)`` call (+ ``model.postprocess``);
+the per-component split comes from a second, piecewise pass (encode_images, encode_text, then each head
+block's fusion / text layer / DyConv, predictors, post-processing), checked to give the same logits.
+With random weights almost no score passes the 0.05 pre-NMS threshold, so the post-processing is nearly
+free; ``postprocess_saturated`` re-runs it with every token logit set to 0 (all candidates pass), an
+upper bound for a real model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = REPO / "glip" / "assets" / "bert-base-uncased-vocab.txt"
+
+COCO_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase",
+    "scissors", "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
+
+GLIP_COMPONENTS = (
+    "backbone_fpn",
+    "text_encoder",
+    "fusion",
+    "text_layers",
+    "dyconv",
+    "predictors",
+    "postprocess",
+)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def rss_mb() -> float:
+    """Current resident set size of this process in MB (Linux /proc)."""
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_rss_mb() -> float:
+    """High-water mark of this process's RSS in MB (ru_maxrss is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def caption_and_spans() -> tuple[str, list[tuple[int, int]]]:
+    caption, spans = "", []
+    for i, name in enumerate(COCO_NAMES):
+        spans.append((len(caption), len(caption) + len(name)))
+        caption += name + (". " if i < len(COCO_NAMES) - 1 else "")
+    return caption, spans
+
+
+def tokenize(max_length: int | None) -> tuple[Any, dict[int, list[int]], int]:
+    """-> (BatchEncoding (1, T) with offsets, label (1-based) -> token positions, number of real tokens)."""
+    from transformers import BertTokenizerFast
+
+    tokenizer = BertTokenizerFast(vocab_file=str(VOCAB))
+    caption, spans = caption_and_spans()
+    kwargs: dict[str, Any] = {"return_tensors": "pt", "return_offsets_mapping": True}
+    if max_length is not None:
+        kwargs.update(max_length=max_length, padding="max_length", truncation=True)
+    encoding = tokenizer(caption, **kwargs)
+    offsets = encoding.pop("offset_mapping")[0].tolist()
+    mask = encoding["attention_mask"][0].tolist()
+    label_to_tokens: dict[int, list[int]] = {}
+    for label, (beg, end) in enumerate(spans, start=1):
+        label_to_tokens[label] = [
+            pos for pos, (a, b) in enumerate(offsets) if mask[pos] and b > a and a < end and b > beg
+        ]
+    return encoding, label_to_tokens, int(sum(mask))
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def summarize(runs: list[float]) -> dict[str, Any]:
+    return {"median_s": round(statistics.median(runs), 4), "runs_s": [round(r, 4) for r in runs]}
+
+
+def top_ops(prof: Any, limit: int = 12) -> list[dict[str, Any]]:
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in rows) or 1.0
+    return [
+        {
+            "op": e.key,
+            "self_ms": round(e.self_cpu_time_total / 1000, 1),
+            "share": round(e.self_cpu_time_total / total, 3),
+            "calls": e.count,
+        }
+        for e in rows[:limit]
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ GLIP
+def run_glip(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from glip.config import get_preset
+    from glip.models.glip import GLIPOutput, build_model
+    from glip.models.head import HeadOutput
+    from glip.preprocess import ImageBatch
+
+    rss_start = rss_mb()
+    config = get_preset(args.preset)
+    torch.manual_seed(0)
+    model, build_s = timed(lambda: build_model(config).eval())
+    encoding, label_to_tokens, num_tokens = tokenize(config.text.max_query_len)
+    input_ids, attention_mask = encoding["input_ids"], encoding["attention_mask"]
+    div = config.input.size_divisibility
+    pad_h, pad_w = -(-args.height // div) * div, -(-args.width // div) * div
+    images = ImageBatch(torch.randn(1, 3, pad_h, pad_w), [(args.height, args.width)])
+    rss_before = rss_mb()
+    peak_before = peak_rss_mb()
+
+    def full() -> dict[str, float]:
+        cpu = time.process_time()
+        out, forward_s = timed(lambda: model(images, input_ids, attention_mask))
+        _, post_s = timed(lambda: model.postprocess(out, label_to_tokens))
+        cpu = time.process_time() - cpu
+        return {"forward": forward_s, "forward_postprocess": forward_s + post_s, "cpu": cpu}
+
+    head = model.head
+
+    def piecewise() -> tuple[dict[str, float], GLIPOutput]:
+        t = dict.fromkeys(GLIP_COMPONENTS, 0.0)
+        fpn, t["backbone_fpn"] = timed(lambda: model.encode_images(images.tensors))
+        text, t["text_encoder"] = timed(lambda: model.encode_text(input_ids, attention_mask))
+        start = time.perf_counter()
+        hidden, embedded, mask = text.hidden, text.embedded, text.mask
+        if head.prompt_offset is not None:
+            offset = head.prompt_offset[: hidden.shape[1]][None]
+            hidden, embedded = hidden + offset, embedded + offset
+        t["predictors"] += time.perf_counter() - start
+        features, fused = fpn, hidden
+        for block in head.blocks:
+            if block.fusion is not None:
+                (features, fused), dt = timed(lambda b=block, f=features, x=fused: b.fusion(f, x, mask))
+                t["fusion"] += dt
+            if block.text_layer is not None:
+                fused, dt = timed(lambda b=block, x=fused: b.text_layer(x, mask))
+                t["text_layers"] += dt
+            features, dt = timed(lambda b=block, f=features: b.dyconv(f))
+            t["dyconv"] += dt
+
+        def predict() -> GLIPOutput:
+            score_text = fused if head.fused_text_for_score else embedded
+            head_out = HeadOutput(
+                token_logits=head.token_scores(features, score_text),
+                box_regression=[s(head.bbox_pred(f)) for s, f in zip(head.scales, features)],
+                centerness=[head.centerness(f) for f in features],
+                fused_text=score_text,
+                features=features,
+            )
+            anchors = model.anchor_generator(fpn)
+            return GLIPOutput(head_out, anchors, list(images.image_sizes), text, fpn)
+
+        out, dt = timed(predict)
+        t["predictors"] += dt
+        _, t["postprocess"] = timed(lambda: model.postprocess(out, label_to_tokens))
+        t["sum"] = sum(t[k] for k in GLIP_COMPONENTS)
+        return t, out
+
+    with torch.no_grad():
+        full()  # warm-up
+        full_runs = [full() for _ in range(args.repeats)]
+        piecewise()  # warm-up
+        piece_runs = []
+        for _ in range(args.repeats):
+            times, out = piecewise()
+            piece_runs.append(times)
+        # the piecewise pass must reproduce the plain forward
+        reference = model(images, input_ids, attention_mask)
+        diff = max(
+            float((a - b).abs().max()) for a, b in zip(reference.head.token_logits, out.head.token_logits)
+        )
+        dets = model.postprocess(reference, label_to_tokens)
+        saturated = GLIPOutput(
+            HeadOutput(
+                [torch.zeros_like(x) for x in reference.head.token_logits],
+                reference.head.box_regression,
+                reference.head.centerness,
+                reference.head.fused_text,
+                reference.head.features,
+            ),
+            reference.anchors,
+            reference.image_sizes,
+            reference.text,
+            reference.fpn,
+        )
+        model.postprocess(saturated, label_to_tokens)  # warm-up
+        saturated_runs = [timed(lambda: model.postprocess(saturated, label_to_tokens))[1] for _ in range(3)]
+        profile = profile_glip_blocks(model, reference) if args.profile else None
+
+    result: dict[str, Any] = {
+        "model": f"GLIP ({args.preset})",
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "build_s": round(build_s, 2),
+        "text_tokens": num_tokens,
+        "full_forward": summarize([r["forward"] for r in full_runs]),
+        "full_forward_postprocess": summarize([r["forward_postprocess"] for r in full_runs]),
+        # process CPU time (all threads) of each full run: ~threads x wall when the machine is otherwise idle
+        "full_cpu_s": [round(r["cpu"], 2) for r in full_runs],
+        "components": {k: summarize([r[k] for r in piece_runs]) for k in (*GLIP_COMPONENTS, "sum")},
+        "piecewise_max_abs_logit_diff": diff,
+        "detections_random_weights": len(dets[0]),
+        "postprocess_saturated": summarize(saturated_runs),
+        "rss_start_mb": round(rss_start, 1),
+        "rss_before_forward_mb": round(rss_before, 1),
+        "peak_rss_before_forward_mb": round(peak_before, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+    if profile is not None:
+        result["profile"] = profile
+    return result
+
+
+def profile_glip_blocks(model: Any, reference: Any) -> dict[str, Any]:
+    """torch.profiler op tables of head block 0's fusion, text layer and DyConv on the real input sizes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    block = model.head.blocks[0]
+    features, text, mask = reference.fpn, reference.text.hidden, reference.text.mask
+    parts: dict[str, Callable[[], Any]] = {"dyconv": lambda: block.dyconv(features)}
+    if block.fusion is not None:
+        parts["fusion"] = lambda: block.fusion(features, text, mask)
+    if block.text_layer is not None:
+        parts["text_layer"] = lambda: block.text_layer(text, mask)
+    tables = {}
+    for name, fn in parts.items():
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        tables[name] = top_ops(prof)
+    return tables
+
+
+# --------------------------------------------------------------------------------------- Grounding DINO
+def run_gdino(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from transformers import GroundingDinoConfig, GroundingDinoForObjectDetection
+
+    rss_start = rss_mb()
+    torch.manual_seed(0)
+    config = GroundingDinoConfig()  # the grounding-dino-tiny architecture: Swin-T + BERT-base
+    model, build_s = timed(lambda: GroundingDinoForObjectDetection(config).eval())
+    # As the HF processor does: no padding to max length (our GLIP trims its padding too).
+    encoding, _, num_tokens = tokenize(None)
+    pixel_values = torch.randn(1, 3, args.height, args.width)
+    pixel_mask = torch.ones(1, args.height, args.width, dtype=torch.long)
+    rss_before = rss_mb()
+    peak_before = peak_rss_mb()
+
+    def forward() -> Any:
+        return model(
+            pixel_values=pixel_values,
+            pixel_mask=pixel_mask,
+            input_ids=encoding["input_ids"],
+            token_type_ids=encoding["token_type_ids"],
+            attention_mask=encoding["attention_mask"],
+        )
+
+    with torch.no_grad():
+        forward()  # warm-up
+        runs, cpu_runs = [], []
+        for _ in range(args.repeats):
+            cpu = time.process_time()
+            runs.append(timed(forward)[1])
+            cpu_runs.append(round(time.process_time() - cpu, 2))
+    return {
+        "model": "HF GroundingDinoForObjectDetection(GroundingDinoConfig())",
+        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+        "build_s": round(build_s, 2),
+        "text_tokens": num_tokens,
+        "full_forward": summarize(runs),
+        "full_cpu_s": cpu_runs,
+        "rss_start_mb": round(rss_start, 1),
+        "rss_before_forward_mb": round(rss_before, 1),
+        "peak_rss_before_forward_mb": round(peak_before, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+# ------------------------------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
+    parser.add_argument("--height", type=int, default=800)
+    parser.add_argument("--width", type=int, default=1333)
+    parser.add_argument(
+        "--preset", default="glip_t", help="GLIP preset (glip_t; tiny_random for a quick run)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--profile", action="store_true", help="add torch.profiler op tables of head block 0")
+    parser.add_argument("--skip-gdino", action="store_true", help="measure GLIP only")
+    parser.add_argument("--only", choices=("glip", "gdino"), default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def run_child(which: str, argv: list[str]) -> dict[str, Any]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--only", which]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, env=env, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{which} benchmark failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.only is not None:
+        import torch
+
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        result = run_glip(args) if args.only == "glip" else run_gdino(args)
+        result["threads"] = torch.get_num_threads()
+        print(json.dumps(result))
+        return
+
+    import torch
+
+    child_argv = [
+        f"--repeats={args.repeats}",
+        f"--height={args.height}",
+        f"--width={args.width}",
+        f"--preset={args.preset}",
+        *([f"--threads={args.threads}"] if args.threads is not None else []),
+        *(["--profile"] if args.profile else []),
+    ]
+    report: dict[str, Any] = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "torch_threads": args.threads or torch.get_num_threads(),
+            "platform": sys.platform,
+        },
+        "image_hw": [args.height, args.width],
+        "prompt": "the 80 COCO class names joined by '. '",
+        # other processes on the machine distort the timings: the 1-minute load average before each model
+        "loadavg_1min": {"glip": os.getloadavg()[0]},
+        "glip": run_child("glip", child_argv),
+    }
+    if not args.skip_gdino:
+        report["loadavg_1min"]["gdino"] = os.getloadavg()[0]
+        report["gdino"] = run_child("gdino", child_argv)
+        glip_s = report["glip"]["full_forward_postprocess"]["median_s"]
+        gdino_s = report["gdino"]["full_forward"]["median_s"]
+        report["ratio_glip_over_gdino"] = {
+            "latency": round(glip_s / gdino_s, 3),
+            "peak_rss": round(report["glip"]["peak_rss_mb"] / report["gdino"]["peak_rss_mb"], 3),
+        }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

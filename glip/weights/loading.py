@@ -1,0 +1,256 @@
+"""Loading and saving models: official ``.pth`` checkpoints, our safetensors format, released names.
+
+``load_model(name_or_path)`` accepts
+* a released name (``glip_t``, ``glip_l`` ...), resolved through ``huggingface_hub`` when online, or
+  found in ``$GLIP_HOME`` (default ``~/.cache/glip``) when the file was downloaded by hand;
+* a directory written by :func:`save_model` (``config.json`` + ``model.safetensors``);
+* an official ``.pth`` (bare state dict or ``{"model": ...}``, optional ``module.`` prefix, fp16 or fp32),
+  with the architecture from ``config=`` (a preset name, a :class:`GLIPConfig` or an official YAML) or
+  inferred from the tensor shapes for GLIP-T / GLIP-T (A) / GLIP-L.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from glip.config import GLIPConfig, get_preset
+from glip.models.glip import GLIP, build_model
+from glip.weights.convert import LoadReport, from_official, normalize_official_state
+from glip.weights.registry import RELEASED, WeightsInfo
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read or does not fit the architecture; the message says why."""
+
+
+def glip_home() -> Path:
+    return Path(os.environ.get("GLIP_HOME", Path.home() / ".cache" / "glip"))
+
+
+# ---------------------------------------------------------------------- reading files
+def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> object:
+    """``torch.load`` with ``weights_only=True`` first; clear errors for missing / truncated / foreign files."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory without {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Weights only" in str(exc):
+            raise CheckpointError(
+                f"{path} holds Python objects besides tensors, which torch refuses to unpickle safely. If you "
+                "trust the file, load it once with trust_pickle=True (CLI: glip convert --trust-pickle) and "
+                "use the converted safetensors copy from then on."
+            ) from exc
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({exc})") from exc
+    except Exception as exc:  # torch raises many kinds (RuntimeError, EOFError, KeyError, ...) for bad bytes
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"{path} ({size} bytes) is truncated or not a PyTorch checkpoint: {str(exc).splitlines()[0]}"
+        ) from exc
+
+
+def infer_config(state: Mapping[str, torch.Tensor]) -> GLIPConfig:
+    """Guess the preset of an official state dict from its shapes (GLIP-T, GLIP-T (A), GLIP-L)."""
+    patch = state.get("backbone.body.patch_embed.proj.weight")
+    if patch is None:
+        raise CheckpointError(
+            "not a GLIP checkpoint: no 'backbone.body.patch_embed.proj.weight' (Swin) key; "
+            "pass config= (a preset name, GLIPConfig or official YAML) if this is a custom architecture"
+        )
+    deep_fusion = any(".b_attn." in k for k in state)
+    embed = int(patch.shape[0])
+    if embed == 96:
+        return get_preset("glip_t" if deep_fusion else "glip_t_a")
+    if embed == 192:
+        return get_preset("glip_l")
+    raise CheckpointError(f"cannot infer the architecture (Swin embed dim {embed}); pass config=")
+
+
+def resolve_config(config: GLIPConfig | str | Path | None) -> GLIPConfig | None:
+    if config is None or isinstance(config, GLIPConfig):
+        return config
+    text = str(config)
+    if text.endswith((".yaml", ".yml")):
+        from glip.weights.yaml_config import config_from_yaml
+
+        return config_from_yaml(text)
+    if text.endswith(".json"):
+        return GLIPConfig.from_dict(json.loads(Path(text).read_text()))
+    return get_preset(text)
+
+
+def load_official(
+    path: str | Path,
+    config: GLIPConfig | str | Path | None = None,
+    strict: bool = True,
+    trust_pickle: bool = False,
+    use_ema: bool = False,
+) -> tuple[GLIP, LoadReport]:
+    """Build the model and load an official checkpoint into it; ``CheckpointError`` on any mismatch if strict."""
+    checkpoint = read_checkpoint(path, trust_pickle)
+    if use_ema:
+        if not (isinstance(checkpoint, Mapping) and "model_ema" in checkpoint):
+            raise CheckpointError(f"{path} has no 'model_ema' entry")
+        checkpoint = {"model": checkpoint["model_ema"]}
+    try:
+        state = normalize_official_state(checkpoint)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    cfg = resolve_config(config) or infer_config(state)
+    with torch.device("meta"):
+        model = build_model(_without_pretrained(cfg))
+    converted, report = from_official(model, state)
+    if not report.ok and strict:
+        raise CheckpointError(
+            f"{path} does not fit the '{cfg.name}' architecture: {report.summary()}. "
+            "Pass the matching config= (or --config), or strict=False to load what fits."
+        )
+    if not report.ok:
+        logger.warning("partial load of %s: %s", path, report.summary())
+    model = _materialize(model, cfg, converted)
+    return model, report
+
+
+def _without_pretrained(cfg: GLIPConfig) -> GLIPConfig:
+    """The same architecture, without loading separate pretrained parts (the checkpoint has them)."""
+    import dataclasses
+
+    from glip.config import EfficientNetConfig
+
+    backbone = cfg.backbone
+    if isinstance(backbone, EfficientNetConfig):
+        backbone = dataclasses.replace(backbone, pretrained=False)
+    return dataclasses.replace(cfg, backbone=backbone, text=dataclasses.replace(cfg.text, pretrained=None))
+
+
+def _materialize(model: GLIP, cfg: GLIPConfig, state: Mapping[str, torch.Tensor]) -> GLIP:
+    """Turn a meta-device model into a real one holding ``state`` (missing entries keep a fresh init)."""
+    own = model.state_dict()
+    if set(own) - set(state):
+        # partial load: start from a real initialisation, then overwrite what the checkpoint has
+        real = build_model(_without_pretrained(cfg))
+        real.load_state_dict(dict(state), strict=False)
+        return real.eval()
+    typed = {k: v.to(dtype=own[k].dtype) for k, v in state.items()}
+    model.load_state_dict(typed, strict=True, assign=True)
+    model.config = cfg
+    # non-persistent buffers (HF position ids) are still on the meta device: rebuild them
+    for module in model.modules():
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            if buffer.is_meta:
+                if name in ("position_ids", "token_type_ids"):
+                    length = buffer.shape[-1]
+                    value = torch.arange(length).expand(buffer.shape).clone()
+                    module.register_buffer(name, value if name == "position_ids" else value * 0, persistent=False)
+                else:
+                    raise CheckpointError(f"buffer {name} was not restored")
+    return model.eval()
+
+
+# ---------------------------------------------------------------------- our own format
+def save_model(model: GLIP, directory: str | Path) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` atomically (temp file + rename) into ``directory``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+    _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(model.config.to_json()))
+    return directory
+
+
+def _atomic_write(target: Path, write) -> None:  # type: ignore[no-untyped-def]
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_saved(directory: str | Path, strict: bool = True) -> GLIP:
+    """Load a directory written by :func:`save_model`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    try:
+        cfg = GLIPConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
+    except (OSError, json.JSONDecodeError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: unreadable model config ({exc})") from exc
+    try:
+        state = load_file(str(directory / WEIGHTS_FILE))
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointError(f"{directory / WEIGHTS_FILE} is missing, truncated or not safetensors ({exc})") from exc
+    with torch.device("meta"):
+        model = build_model(_without_pretrained(cfg))
+    own = model.state_dict()
+    report = LoadReport(
+        missing=[k for k in own if k not in state],
+        unexpected=[k for k in state if k not in own],
+        shape_mismatch=[
+            (k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape
+        ],
+    )
+    if not report.ok and strict:
+        raise CheckpointError(f"{directory} does not fit its own config: {report.summary()}")
+    return _materialize(model, cfg, {k: v for k, v in state.items() if k in own and v.shape == own[k].shape})
+
+
+# ---------------------------------------------------------------------- public entry point
+def _download(info: WeightsInfo) -> Path:
+    local = glip_home() / info.filename
+    if local.exists():
+        return local
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(info.repo_id, info.filename))
+    except Exception as exc:  # network errors, offline mode, missing repo: all get the same advice
+        raise CheckpointError(
+            f"could not fetch {info.filename} ({info.description}) from huggingface.co/{info.repo_id}: "
+            f"{type(exc).__name__}. Offline? Download {info.url} by hand and put it at {local} "
+            "(or pass its path directly)."
+        ) from exc
+
+
+def load_model(
+    name_or_path: str | Path,
+    config: GLIPConfig | str | Path | None = None,
+    device: str | torch.device = "cpu",
+    strict: bool = True,
+    trust_pickle: bool = False,
+) -> GLIP:
+    """Load a released model by name, a saved directory or an official ``.pth``; returns it in eval mode."""
+    text = str(name_or_path)
+    path = Path(text)
+    if text in RELEASED and not path.exists():
+        info = RELEASED[text]
+        model, _ = load_official(_download(info), config or info.preset, strict, trust_pickle)
+    elif path.is_dir() and (path / CONFIG_FILE).exists():
+        model = load_saved(path, strict)
+    elif path.exists():
+        model, _ = load_official(path, config, strict, trust_pickle)
+    else:
+        known = ", ".join(sorted(RELEASED))
+        raise CheckpointError(f"no such model or file: {text!r} (released names: {known})")
+    return model.to(device)
