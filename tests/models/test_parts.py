@@ -1,0 +1,115 @@
+"""Hand-computed expectations for anchors, the box coder, deformable offsets and the fusion switch."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torchvision.ops import deform_conv2d
+
+from glip.config import HeadConfig, get_preset
+from glip.models.anchors import AnchorGenerator, legacy_cell_anchor
+from glip.models.box_coder import BoxCoder
+from glip.models.dyhead import deform_conv3x3_grid_sample, reinterpret_offsets
+from glip.models.glip import build_model
+from glip.preprocess import ImageBatch, resized_hw
+from glip.text.tokenizer import tokenize_captions
+
+
+def test_cell_anchors_match_official_values():
+    expected = {
+        (8, 64): [-28, -28, 35, 35],
+        (16, 128): [-56, -56, 71, 71],
+        (32, 256): [-112, -112, 143, 143],
+        (64, 512): [-224, -224, 287, 287],
+        (128, 1024): [-448, -448, 575, 575],
+    }
+    for (stride, size), box in expected.items():
+        assert legacy_cell_anchor(stride, size).tolist() == [box]
+
+
+def test_grid_anchors_row_major_shifts():
+    generator = AnchorGenerator((64,), (8,))
+    (anchors,) = generator.grid_anchors([(2, 3)])
+    assert anchors.shape == (6, 4)
+    # row-major over (y, x): index 1 is x+8, index 3 is y+8
+    assert anchors[0].tolist() == [-28, -28, 35, 35]
+    assert anchors[1].tolist() == [-20, -28, 43, 35]
+    assert anchors[3].tolist() == [-28, -20, 35, 43]
+
+
+def test_box_coder_legacy_plus_one():
+    coder = BoxCoder()
+    anchor = torch.tensor([[0.0, 0.0, 9.0, 9.0]])  # width 10 with "+1"
+    # zero deltas decode to the anchor itself: x2 = cx + 0.5 * (w - 1) = 4.5 + 4.5
+    assert coder.decode(torch.zeros(1, 4), anchor).tolist() == [[0.0, 0.0, 9.0, 9.0]]
+    # dx = 10 * 0.5 moves the centre 4.5 -> 9.5 (half a width); dw = 5 * log(2) doubles the width to 20:
+    # x1 = 9.5 - 0.5 * (20 - 1) = 0, x2 = 9.5 + 9.5 = 19
+    deltas = torch.tensor([[5.0, 0.0, 5 * torch.log(torch.tensor(2.0)).item(), 0.0]])
+    torch.testing.assert_close(coder.decode(deltas, anchor), torch.tensor([[0.0, 0.0, 19.0, 9.0]]))
+    gt = torch.tensor([[2.0, 3.0, 20.0, 11.0]])
+    torch.testing.assert_close(coder.decode(coder.encode(gt, anchor), anchor), gt)
+    # huge deltas are clamped at log(1000/16)
+    big = coder.decode(torch.tensor([[0.0, 0.0, 1000.0, 0.0]]), anchor)
+    assert abs((big[0, 2] - big[0, 0] + 1).item() - 10 * 1000 / 16) < 1e-3
+
+
+def test_official_resize_rule():
+    assert resized_hw(240, 180, 200, 333) == (200, 266)  # reference input
+    assert resized_hw(1333, 800, 800, 1333) == (800, 1333)
+    assert resized_hw(2000, 500, 800, 1333) == (333, 1332)  # longer side capped: size = round(1333 * 500 / 2000)
+    assert resized_hw(500, 800, 800, 1333) == (1280, 800)
+
+
+def test_reinterpret_offsets_takes_the_first_values_in_memory_order():
+    """The CUDA kernel reads the first K*Ho*Wo values of level l's offsets for the smaller level l+1."""
+    offsets = torch.arange(2 * 2 * 4 * 4, dtype=torch.float32).reshape(2, 2, 4, 4)
+    fitted = reinterpret_offsets(offsets, (2, 2))
+    assert fitted.shape == (2, 2, 2, 2)
+    assert fitted[0].reshape(-1).tolist() == list(range(8))  # not a crop (which would be 0, 1, 4, 5, ...)
+    assert fitted[1].reshape(-1).tolist() == list(range(32, 40))
+    assert reinterpret_offsets(offsets, (4, 4)) is offsets
+
+
+def test_grid_sample_deform_conv_equals_torchvision():
+    torch.manual_seed(0)
+    for stride, (height, width) in [(1, (7, 9)), (2, (9, 12)), (1, (1, 1)), (2, (3, 5))]:
+        x = torch.randn(2, 5, height, width)
+        out_h, out_w = (height - 1) // stride + 1, (width - 1) // stride + 1
+        offset = torch.randn(2, 18, out_h, out_w) * 2.5  # many samples fall outside the map
+        mask = torch.rand(2, 9, out_h, out_w)
+        weight = torch.randn(4, 5, 3, 3)
+        bias = torch.randn(4)
+        expected = deform_conv2d(x, offset, weight, bias, stride=stride, padding=1, mask=mask)
+        ours = deform_conv3x3_grid_sample(x, offset, mask, weight, bias, stride)
+        torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+
+
+def _head_outputs(model, caption: str):
+    tokens = tokenize_captions([caption], pad_to_max=False)
+    torch.manual_seed(1)
+    images = ImageBatch(torch.randn(1, 3, 128, 160), [(128, 160)])
+    with torch.no_grad():
+        return model(images, tokens.input_ids, tokens.attention_mask)
+
+
+def test_late_fusion_switch():
+    """Deep fusion: image features depend on the prompt. Late fusion (GLIP-T (A)): they do not, and the
+    tower has no fusion or BERT layers."""
+    base = get_preset("tiny_random")
+    torch.manual_seed(0)
+    deep = build_model(base).eval()
+    late_config = dataclasses.replace(base, head=HeadConfig(channels=64, num_blocks=2, deep_fusion=False))
+    torch.manual_seed(0)
+    late = build_model(late_config).eval()
+    assert all(b.fusion is None and b.text_layer is None for b in late.head.blocks)
+    assert all(b.fusion is not None and b.text_layer is not None for b in deep.head.blocks)
+    for model, prompt_dependent in ((deep, True), (late, False)):
+        a = _head_outputs(model, "a red car. a dog")
+        b = _head_outputs(model, "person. bicycle")
+        same = torch.allclose(a.head.box_regression[0], b.head.box_regression[0])
+        assert same is not prompt_dependent
+        assert torch.allclose(a.head.centerness[1], b.head.centerness[1]) is not prompt_dependent
+    # late fusion scores the encoder's own (masked) token features
+    out = _head_outputs(late, "a red car")
+    torch.testing.assert_close(out.head.fused_text, out.text.embedded)
