@@ -1,6 +1,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,tiny
+EXTRAS ?= dev,tiny,nlp
 
 .PHONY: demo test install lint format clean
 
@@ -18,7 +18,8 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check glip tests benchmarks
 	$(VENV)/bin/ruff format --check glip tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q; status=$$?; \
+	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
 format: install
 	$(VENV)/bin/ruff format glip tests benchmarks

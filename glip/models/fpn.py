@@ -17,7 +17,9 @@ class FPN(nn.Module):
     def __init__(self, in_channels: tuple[int, ...], out_channels: int) -> None:
         super().__init__()
         self.lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
-        self.output_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
+        self.output_convs = nn.ModuleList(
+            nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels
+        )
         self.p6 = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
         self.p7 = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
         for conv in [*self.lateral_convs, *self.output_convs, self.p6, self.p7]:

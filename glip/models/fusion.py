@@ -24,7 +24,9 @@ class BiMultiHeadAttention(nn.Module):
     Returns (delta_vision (B, N, Cv), delta_text (B, T, Ct)).
     """
 
-    def __init__(self, vision_dim: int, text_dim: int, embed_dim: int, num_heads: int, dropout: float) -> None:
+    def __init__(
+        self, vision_dim: int, text_dim: int, embed_dim: int, num_heads: int, dropout: float
+    ) -> None:
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"fusion embed dim {embed_dim} is not a multiple of {num_heads} heads")

@@ -96,7 +96,9 @@ class GLIP(nn.Module):
         text = self.encode_text(input_ids, attention_mask)
         head = self.forward_head(fpn, text)
         anchors = self.anchor_generator(fpn)
-        return GLIPOutput(head=head, anchors=anchors, image_sizes=list(images.image_sizes), text=text, fpn=fpn)
+        return GLIPOutput(
+            head=head, anchors=anchors, image_sizes=list(images.image_sizes), text=text, fpn=fpn
+        )
 
     def postprocess(
         self, output: GLIPOutput, label_to_tokens: LabelToTokens | Sequence[LabelToTokens]

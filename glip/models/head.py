@@ -74,12 +74,20 @@ class HeadBlock(nn.Module):
         super().__init__()
         self.fusion = (
             FusionBlock(
-                channels, text_dim, fusion_embed_dim, fusion_heads, fusion_dropout, layer_scale, use_checkpoint
+                channels,
+                text_dim,
+                fusion_embed_dim,
+                fusion_heads,
+                fusion_dropout,
+                layer_scale,
+                use_checkpoint,
             )
             if fusion
             else None
         )
-        self.text_layer = TextLayer(text_dim, text_heads, text_intermediate, eps=text_eps) if text_layer else None
+        self.text_layer = (
+            TextLayer(text_dim, text_heads, text_intermediate, eps=text_eps) if text_layer else None
+        )
         self.dyconv = DyConv(channels, channels, use_deform, use_dyfuse, use_dyrelu, gn_groups)
 
     def forward(
@@ -123,7 +131,9 @@ class VLDyHead(nn.Module):
     ) -> None:
         super().__init__()
         if in_channels != channels:
-            raise ValueError("the DyHead tower needs FPN channels == head channels (as in every official config)")
+            raise ValueError(
+                "the DyHead tower needs FPN channels == head channels (as in every official config)"
+            )
         self.deep_fusion = deep_fusion
         self.fused_text_for_score = fused_text_for_score and deep_fusion
         self.blocks = nn.ModuleList(
@@ -179,12 +189,16 @@ class VLDyHead(nn.Module):
         scale = self.log_scale.exp()
         logits = []
         for feature in features:
-            queries = feature.flatten(2).transpose(1, 2)  # (B, HW, C), not normalised (official Identity proj)
+            queries = feature.flatten(2).transpose(
+                1, 2
+            )  # (B, HW, C), not normalised (official Identity proj)
             logit = queries @ proj.transpose(-1, -2) / scale + bias[:, None, :]  # (B, HW, T)
             logits.append(logit.clamp(-LOGIT_CLAMP, LOGIT_CLAMP))
         return logits
 
-    def forward(self, features: list[torch.Tensor], hidden: torch.Tensor, embedded: torch.Tensor, mask: torch.Tensor) -> HeadOutput:
+    def forward(
+        self, features: list[torch.Tensor], hidden: torch.Tensor, embedded: torch.Tensor, mask: torch.Tensor
+    ) -> HeadOutput:
         """features: L FPN maps (B, C, H_l, W_l); hidden/embedded: (B, T, D) text; mask: (B, T)."""
         if self.prompt_offset is not None:
             offset = self.prompt_offset[: hidden.shape[1]][None]  # (1, T, D)

@@ -157,7 +157,9 @@ def _materialize(model: GLIP, cfg: GLIPConfig, state: Mapping[str, torch.Tensor]
                 if name in ("position_ids", "token_type_ids"):
                     length = buffer.shape[-1]
                     value = torch.arange(length).expand(buffer.shape).clone()
-                    module.register_buffer(name, value if name == "position_ids" else value * 0, persistent=False)
+                    module.register_buffer(
+                        name, value if name == "position_ids" else value * 0, persistent=False
+                    )
                 else:
                     raise CheckpointError(f"buffer {name} was not restored")
     return model.eval()
@@ -200,7 +202,9 @@ def load_saved(directory: str | Path, strict: bool = True) -> GLIP:
     try:
         state = load_file(str(directory / WEIGHTS_FILE))
     except (OSError, SafetensorError) as exc:
-        raise CheckpointError(f"{directory / WEIGHTS_FILE} is missing, truncated or not safetensors ({exc})") from exc
+        raise CheckpointError(
+            f"{directory / WEIGHTS_FILE} is missing, truncated or not safetensors ({exc})"
+        ) from exc
     with torch.device("meta"):
         model = build_model(_without_pretrained(cfg))
     own = model.state_dict()
@@ -208,7 +212,9 @@ def load_saved(directory: str | Path, strict: bool = True) -> GLIP:
         missing=[k for k in own if k not in state],
         unexpected=[k for k in state if k not in own],
         shape_mismatch=[
-            (k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape
+            (k, tuple(v.shape), tuple(own[k].shape))
+            for k, v in state.items()
+            if k in own and v.shape != own[k].shape
         ],
     )
     if not report.ok and strict:

@@ -213,9 +213,9 @@ def config_from_yaml(source: str | Path | dict[str, Any], bert: dict[str, Any] |
         max_query_len=int(get("MODEL.LANGUAGE_BACKBONE.MAX_QUERY_LEN")),
         freeze=bool(get("MODEL.LANGUAGE_BACKBONE.FREEZE")),
     )
-    if "MODEL.LANGUAGE_BACKBONE.LANG_DIM" in flat and int(_norm(flat["MODEL.LANGUAGE_BACKBONE.LANG_DIM"])) != int(
-        text.bert["hidden_size"]
-    ):
+    if "MODEL.LANGUAGE_BACKBONE.LANG_DIM" in flat and int(
+        _norm(flat["MODEL.LANGUAGE_BACKBONE.LANG_DIM"])
+    ) != int(text.bert["hidden_size"]):
         raise UnsupportedConfigError(
             f"MODEL.LANGUAGE_BACKBONE.LANG_DIM={flat['MODEL.LANGUAGE_BACKBONE.LANG_DIM']} does not match the "
             f"text encoder hidden size {text.bert['hidden_size']}: pass the matching bert= config"

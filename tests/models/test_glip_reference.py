@@ -71,8 +71,12 @@ def test_intermediates_match(reduced_model, reference_inputs, reference_outputs,
         torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=ATOL)
     length = output.text.hidden.shape[1]
     assert length == (12 if trim else 256)
-    torch.testing.assert_close(output.text.hidden, ref["language"]["hidden"][:, :length], atol=ATOL, rtol=ATOL)
-    torch.testing.assert_close(output.text.embedded, ref["language"]["embedded"][:, :length], atol=ATOL, rtol=ATOL)
+    torch.testing.assert_close(
+        output.text.hidden, ref["language"]["hidden"][:, :length], atol=ATOL, rtol=ATOL
+    )
+    torch.testing.assert_close(
+        output.text.embedded, ref["language"]["embedded"][:, :length], atol=ATOL, rtol=ATOL
+    )
     # tower: the same 6 official modules (fusion, BERT layer, DyConv) x 2, each output compared
     assert sorted(captured) == list(range(len(ref["tower"])))
     last_lang = None

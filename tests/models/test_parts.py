@@ -57,7 +57,10 @@ def test_box_coder_legacy_plus_one():
 def test_official_resize_rule():
     assert resized_hw(240, 180, 200, 333) == (200, 266)  # reference input
     assert resized_hw(1333, 800, 800, 1333) == (800, 1333)
-    assert resized_hw(2000, 500, 800, 1333) == (333, 1332)  # longer side capped: size = round(1333 * 500 / 2000)
+    assert resized_hw(2000, 500, 800, 1333) == (
+        333,
+        1332,
+    )  # longer side capped: size = round(1333 * 500 / 2000)
     assert resized_hw(500, 800, 800, 1333) == (1280, 800)
 
 

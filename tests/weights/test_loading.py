@@ -123,7 +123,9 @@ def test_save_and_load_our_format(tiny_model, tmp_path):
 def test_released_name_offline_gives_download_advice(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("GLIP_HOME", str(tmp_path))
-    with pytest.raises(CheckpointError, match=r"https://huggingface.co/GLIPModel/GLIP/resolve/main/glip_large_model.pth"):
+    with pytest.raises(
+        CheckpointError, match=r"https://huggingface.co/GLIPModel/GLIP/resolve/main/glip_large_model.pth"
+    ):
         glip.load_model("glip_l")
 
 

@@ -90,7 +90,11 @@ def test_late_fusion_yaml():
         (("MODEL", "DYHEAD", "FUSE_CONFIG", "MLM_LOSS"), True, "MLM_LOSS"),
         (("MODEL", "DYHEAD", "FUSE_CONFIG", "TYPE"), "MHA-S", "FUSE_CONFIG.TYPE"),
         (("MODEL", "BACKBONE", "CONV_BODY"), "R-50-FPN-RETINANET", "CONV_BODY"),
-        (("MODEL", "DYHEAD", "FUSE_CONFIG", "USE_CONTRASTIVE_ALIGN_LOSS"), True, "USE_CONTRASTIVE_ALIGN_LOSS"),
+        (
+            ("MODEL", "DYHEAD", "FUSE_CONFIG", "USE_CONTRASTIVE_ALIGN_LOSS"),
+            True,
+            "USE_CONTRASTIVE_ALIGN_LOSS",
+        ),
         (("MODEL", "LANGUAGE_BACKBONE", "MODEL_TYPE"), "roberta-base", "MODEL_TYPE"),
     ],
 )

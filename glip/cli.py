@@ -1,0 +1,271 @@
+"""The ``glip`` command: a thin layer over the library.
+
+Exit codes: 0 success; 1 finished but some inputs were bad (reported and skipped); 2 nothing done
+(bad arguments, model or prompt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("glip")
+
+EXAMPLES = {
+    "detect": """examples:
+  glip detect street.jpg --classes "person,bicycle,traffic light" --out results/
+  glip detect photos/ --classes-file lvis_names.txt --chunk-size 40 --model glip_t --out results/
+  glip detect dog.jpg --caption "a black dog next to a red ball" --phrases "a black dog;a red ball" --out results/
+""",
+    "demo": """examples:
+  glip demo                 # runs on the bundled example, writes glip-demo/
+  glip demo --out my-demo/
+""",
+    "convert": """examples:
+  glip convert glip_tiny_model_o365_goldg.pth --out models/glip_t_c/
+  glip convert my_finetune.pth --config configs/my_finetune.yaml --out models/mine/
+""",
+    "models": """examples:
+  glip models
+""",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="glip", description="GLIP: open-vocabulary detection and phrase grounding"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    detect = add("detect", "detect classes or ground a caption in images")
+    detect.add_argument("images", nargs="+", help="image files or directories")
+    prompt = detect.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--classes", help='comma-separated class names, e.g. "cat,dog"')
+    prompt.add_argument("--classes-file", help="a file with one class name per line")
+    prompt.add_argument("--caption", help="a free-form caption to ground")
+    detect.add_argument("--phrases", help='phrases of the caption, ";"-separated (default: noun phrases)')
+    detect.add_argument("--model", default=None, help="released name, saved directory or official .pth")
+    detect.add_argument("--config", default=None, help="preset name or official YAML for an official .pth")
+    detect.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
+    detect.add_argument(
+        "--chunk-size", type=int, default=None, help="classes per prompt (default: fill 256 tokens)"
+    )
+    detect.add_argument("--batch-size", type=int, default=1)
+    detect.add_argument("--device", default="cpu")
+    detect.add_argument("--out", required=True, help="output directory")
+
+    demo = add("demo", "run the main job on the bundled example and say where the results are")
+    demo.add_argument("--out", default="glip-demo")
+
+    convert = add("convert", "convert an official checkpoint to safetensors + config.json")
+    convert.add_argument("checkpoint")
+    convert.add_argument("--config", default=None, help="preset name or official YAML (default: inferred)")
+    convert.add_argument(
+        "--bert-config", default=None, help="HF BertConfig JSON when the text encoder is not BERT-base"
+    )
+    convert.add_argument(
+        "--trust-pickle", action="store_true", help="allow non-tensor pickles (trusted files only)"
+    )
+    convert.add_argument("--ema", action="store_true", help="take the 'model_ema' weights")
+    convert.add_argument("--non-strict", action="store_true", help="load what fits and report the rest")
+    convert.add_argument("--out", required=True)
+
+    add("models", "list released checkpoints and presets")
+    return parser
+
+
+# ---------------------------------------------------------------------- helpers
+def _resolve_model(name: str | None, config: str | None, device: str) -> Any:
+    import torch
+
+    from glip.config import get_preset
+    from glip.models.glip import build_model
+    from glip.weights.loading import load_model, resolve_config
+
+    if name is None or name.startswith("random:"):
+        preset = "tiny_random" if name is None else name.split(":", 1)[1]
+        logger.warning(
+            "no trained model given: using a RANDOMLY INITIALISED '%s' model (boxes are meaningless). "
+            "Pass --model glip_t (or a checkpoint path) for real detections.",
+            preset,
+        )
+        torch.manual_seed(0)
+        model = build_model(get_preset(preset))
+        model.head.bias0.data.fill_(0.0)  # so a random model shows some boxes
+        return model.to(device).eval()
+    return load_model(name, config=resolve_config(config) if config else None, device=device)
+
+
+def _read_classes(args: argparse.Namespace) -> list[str] | None:
+    if args.classes is not None:
+        return [c.strip() for c in args.classes.split(",") if c.strip()]
+    if args.classes_file is not None:
+        path = Path(args.classes_file)
+        if not path.exists():
+            raise FileNotFoundError(f"classes file not found: {path}")
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return None
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from glip.images import ImageError, expand_image_paths, load_image
+    from glip.predictor import GLIPPredictor
+    from glip.visualize import draw_prediction
+
+    classes = _read_classes(args)
+    phrases = [p.strip() for p in args.phrases.split(";") if p.strip()] if args.phrases else None
+    if phrases and args.caption is None:
+        raise ValueError("--phrases needs --caption")
+    paths = expand_image_paths(args.images)
+    if not paths:
+        raise ValueError("no images found in " + ", ".join(args.images))
+    predictor = GLIPPredictor(_resolve_model(args.model, args.config, args.device), device=args.device)
+    # build (and validate) the prompt once, before touching any image
+    if classes is not None:
+        predictor.class_prompts(classes, args.chunk_size)
+    else:
+        predictor.caption_prompt(args.caption, phrases)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    errors: list[dict[str, str]] = []
+    used_names: set[str] = set()
+    for path in tqdm(paths, desc="detect", unit="img", disable=len(paths) < 2):
+        try:
+            image = load_image(path)
+        except ImageError as exc:
+            logger.error("skipped: %s", exc)
+            errors.append({"file": str(path), "error": str(exc)})
+            continue
+        prediction = predictor.predict(
+            image,
+            classes=classes,
+            caption=args.caption,
+            phrases=phrases,
+            threshold=args.threshold,
+            chunk_size=args.chunk_size,
+        )
+        prediction.source = str(path)
+        records.append(prediction.to_dict())
+        name = path.stem + ".png"
+        while name in used_names:
+            name = f"{Path(name).stem}_{len(used_names)}.png"
+        used_names.add(name)
+        draw_prediction(image, prediction).save(out / name)
+    (out / "predictions.json").write_text(json.dumps(records, indent=1))
+    if errors:
+        (out / "errors.json").write_text(json.dumps(errors, indent=1))
+    print(
+        f"{len(records)} image(s) processed, {len(errors)} skipped; results in {out}/ (predictions.json + PNGs)"
+    )
+    return 1 if errors else 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # A generated example image until the bundled demo model and its examples exist.
+    rng = np.random.default_rng(0)
+    image = Image.fromarray((rng.random((360, 480, 3)) * 60 + 170).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse([60, 80, 200, 220], fill=(220, 30, 30))
+    draw.rectangle([260, 150, 420, 300], fill=(30, 60, 220))
+    (out / "inputs").mkdir(exist_ok=True)
+    path = out / "inputs" / "example.png"
+    image.save(path)
+    print("glip demo: no trained demo model is bundled yet, so this runs a small RANDOMLY INITIALISED model;")
+    print("the boxes below show the pipeline working end to end, not real detections.")
+    code = run_detect(
+        argparse.Namespace(
+            images=[str(path)],
+            classes="red circle,blue square",
+            classes_file=None,
+            caption=None,
+            phrases=None,
+            model=None,
+            config=None,
+            threshold=0.0,
+            chunk_size=None,
+            batch_size=1,
+            device="cpu",
+            out=str(out),
+        )
+    )
+    records = json.loads((out / "predictions.json").read_text())
+    for det in records[0]["detections"][:5]:
+        print(f"  {det['phrase']:<12} score {det['score']:.3f} box {det['box_xyxy']}")
+    print(f"annotated image: {out / 'example.png'}")
+    return code
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from glip.weights.loading import load_official, resolve_config, save_model
+
+    config = resolve_config(args.config)
+    if args.bert_config:
+        if not args.config or not str(args.config).endswith((".yaml", ".yml")):
+            raise ValueError("--bert-config goes with an official YAML --config")
+        from glip.weights.yaml_config import config_from_yaml
+
+        config = config_from_yaml(args.config, bert=json.loads(Path(args.bert_config).read_text()))
+    model, report = load_official(
+        args.checkpoint, config, strict=not args.non_strict, trust_pickle=args.trust_pickle, use_ema=args.ema
+    )
+    directory = save_model(model, args.out)
+    print(f"converted {args.checkpoint} ({model.config.name}): {report.summary()} -> {directory}")
+    return 0
+
+
+def run_models(_args: argparse.Namespace) -> int:
+    from glip.config import PRESETS
+    from glip.weights.registry import RELEASED
+
+    print("released checkpoints (glip detect --model NAME; offline: put the file in $GLIP_HOME):")
+    for name, info in sorted(RELEASED.items()):
+        print(f"  {name:<10} {info.description}  [{info.url}]")
+    print("presets (architectures): " + ", ".join(sorted(PRESETS)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    from glip.images import ImageError
+    from glip.text.tokenizer import PromptError
+    from glip.weights.loading import CheckpointError
+
+    handlers = {"detect": run_detect, "demo": run_demo, "convert": run_convert, "models": run_models}
+    try:
+        return handlers[args.command](args)
+    except (PromptError, ImageError, CheckpointError, FileNotFoundError, ValueError, ImportError) as exc:
+        if args.verbose:
+            raise
+        print(f"glip {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Reading images from anything users pass: paths, PIL images, numpy arrays, tensors.
+
+Every mode PIL can open is handled (grayscale, RGBA, palette, 16-bit, CMYK) and EXIF orientation is
+applied, so the boxes are in the frame the user sees. Unreadable inputs raise :class:`ImageError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
+
+
+class ImageError(ValueError):
+    """An input that is not a readable image; the message names it and says why."""
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = array.max() if array.size and array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(
+            np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        )
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(source: Any) -> Image.Image:
+    """Return an RGB PIL image. Arrays: HWC uint8 RGB (or HW gray); tensors: CHW, uint8 or float in [0, 1]."""
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(f"image not found: {path}")
+        if path.is_dir():
+            raise ImageError(f"{path} is a directory, not an image")
+        try:
+            with Image.open(path) as opened:
+                opened.load()
+                image = ImageOps.exif_transpose(opened) or opened
+                return _to_rgb(image).copy()
+        except UnidentifiedImageError:
+            raise ImageError(f"{path} is not an image file PIL can read") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"{path} is corrupt or truncated: {exc}") from None
+    if isinstance(source, Image.Image):
+        return _to_rgb(ImageOps.exif_transpose(source) or source)
+    if isinstance(source, torch.Tensor):
+        tensor = source.detach().cpu()
+        if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
+            raise ImageError(
+                f"an image tensor must be (C, H, W) with C in 1, 3, 4; got {tuple(tensor.shape)}"
+            )
+        if tensor.is_floating_point():
+            tensor = (tensor.clamp(0, 1) * 255).round()
+        return load_image(tensor.to(torch.uint8).permute(1, 2, 0).numpy())
+    if isinstance(source, np.ndarray):
+        array = source
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+            raise ImageError(f"an image array must be HxW or HxWx3/4 (RGB); got shape {array.shape}")
+        if array.dtype != np.uint8:
+            if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+                array = array * 255.0
+            array = np.clip(array, 0, 255).astype(np.uint8)
+        if array.shape[0] == 0 or array.shape[1] == 0:
+            raise ImageError(f"empty image array of shape {array.shape}")
+        return _to_rgb(Image.fromarray(np.ascontiguousarray(array)))
+    raise ImageError(
+        f"unsupported image type {type(source).__name__}: give a path, PIL image, array or tensor"
+    )
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def expand_image_paths(items: list[str]) -> list[Path]:
+    """Files as given, directories expanded to their image files (sorted)."""
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            paths.append(path)
+    return paths

@@ -1,0 +1,55 @@
+"""Drawing predictions: boxes in distinct colours with readable "phrase score" labels."""
+
+from __future__ import annotations
+
+import colorsys
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+
+def color(index: int) -> tuple[int, int, int]:
+    """A distinct, saturated colour per label index (golden-ratio hue steps)."""
+    hue = (index * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def draw_prediction(image: Image.Image, prediction: Any, max_boxes: int = 100) -> Image.Image:
+    """Return a copy of ``image`` with ``prediction`` (a :class:`glip.predictor.Prediction`) drawn on it."""
+    canvas = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(canvas)
+    line = max(2, round(min(canvas.size) / 250))
+    font = _font(max(12, round(min(canvas.size) / 40)))
+    items = list(
+        zip(
+            prediction.boxes.tolist(),
+            prediction.scores.tolist(),
+            prediction.labels.tolist(),
+            prediction.phrases,
+        )
+    )
+    for box, score, label, phrase in items[:max_boxes][::-1]:  # best drawn last, on top
+        rgb = color(int(label))
+        draw.rectangle(box, outline=rgb, width=line)
+        text = f"{phrase} {score:.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        width, height = right - left, bottom - top
+        x = max(0.0, min(box[0], canvas.width - width - 4))
+        y = box[1] - height - 4 if box[1] - height - 4 >= 0 else box[1]
+        draw.rectangle([x, y, x + width + 4, y + height + 4], fill=rgb)
+        luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+        draw.text(
+            (x + 2 - left, y + 2 - top),
+            text,
+            fill=(0, 0, 0) if luminance > 140 else (255, 255, 255),
+            font=font,
+        )
+    return canvas
