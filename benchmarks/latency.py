@@ -334,14 +334,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def system_busy_s() -> float:
+    """CPU seconds all processes of the machine have used since boot (Linux /proc/stat)."""
+    with open("/proc/stat") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_child(which: str, argv: list[str]) -> dict[str, Any]:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--only", which]
+    busy, own, start = system_busy_s(), children_cpu_s(), time.perf_counter()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, env=env, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{which} benchmark failed (exit {proc.returncode})")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # CPU time other processes used while this child ran: well above ~0 means the timings are contended.
+    result["wall_s"] = round(time.perf_counter() - start, 1)
+    result["other_processes_cpu_s"] = round((system_busy_s() - busy) - (children_cpu_s() - own), 1)
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -376,12 +394,9 @@ def main(argv: list[str] | None = None) -> None:
         },
         "image_hw": [args.height, args.width],
         "prompt": "the 80 COCO class names joined by '. '",
-        # other processes on the machine distort the timings: the 1-minute load average before each model
-        "loadavg_1min": {"glip": os.getloadavg()[0]},
         "glip": run_child("glip", child_argv),
     }
     if not args.skip_gdino:
-        report["loadavg_1min"]["gdino"] = os.getloadavg()[0]
         report["gdino"] = run_child("gdino", child_argv)
         glip_s = report["glip"]["full_forward_postprocess"]["median_s"]
         gdino_s = report["gdino"]["full_forward"]["median_s"]
