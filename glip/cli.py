@@ -151,18 +151,20 @@ def run_detect(args: argparse.Namespace) -> int:
     for path in tqdm(paths, desc="detect", unit="img", disable=len(paths) < 2):
         try:
             image = load_image(path)
+            prediction = predictor.predict(
+                image,
+                classes=classes,
+                caption=args.caption,
+                phrases=phrases,
+                threshold=args.threshold,
+                chunk_size=args.chunk_size,
+            )
         except ImageError as exc:
-            logger.error("skipped: %s", exc)
-            errors.append({"file": str(path), "error": str(exc)})
+            # written, not logged: the message must reach stderr whatever logging is configured
+            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            tqdm.write(f"glip detect: skipped: {message}", file=sys.stderr)
+            errors.append({"file": str(path), "error": message})
             continue
-        prediction = predictor.predict(
-            image,
-            classes=classes,
-            caption=args.caption,
-            phrases=phrases,
-            threshold=args.threshold,
-            chunk_size=args.chunk_size,
-        )
         prediction.source = str(path)
         records.append(prediction.to_dict())
         name = path.stem + ".png"

@@ -161,6 +161,7 @@ class GLIPConfig:
     backbone: BackboneConfig = field(default_factory=SwinConfig)
     text: TextConfig = field(default_factory=TextConfig)
     fpn_channels: int = 256
+    fpn_drop_block: float = 0.3  # official MODEL.FPN.DROP_BLOCK / DROP_PROB (training only)
     head: HeadConfig = field(default_factory=HeadConfig)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     input: InputConfig = field(default_factory=InputConfig)
@@ -195,7 +196,7 @@ class GLIPConfig:
         for key, value in data.items():
             if key in sections:
                 kwargs[key] = _build(sections[key], value)
-            elif key in ("fpn_channels", "name"):
+            elif key in ("fpn_channels", "fpn_drop_block", "name"):
                 kwargs[key] = value
             else:
                 raise ValueError(f"unknown config key {key!r}")
@@ -267,6 +268,7 @@ def tiny() -> GLIPConfig:
         backbone=EfficientNetConfig(),
         text=TextConfig(bert=dict(MINILM_L6), pretrained="minilm", max_query_len=256),
         fpn_channels=64,
+        fpn_drop_block=0.0,
         head=HeadConfig(channels=64, num_blocks=2, fusion_heads=4, fusion_embed_dim=256),
         input=InputConfig(min_size=320, max_size=512, train_min_sizes=(288, 320, 352), train_max_size=512),
     )
@@ -287,6 +289,7 @@ def tiny_random() -> GLIPConfig:
             }
         ),
         fpn_channels=64,
+        fpn_drop_block=0.0,
         head=HeadConfig(channels=64, num_blocks=2),
         input=InputConfig(min_size=320, max_size=512, train_min_sizes=(288, 320, 352), train_max_size=512),
     )

@@ -24,9 +24,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit: the full 0..65535 range maps to 0..255 (value / 257, as torchvision / OpenCV do), so
+        # the result does not depend on the image's own maximum. Mode "I" (32-bit) holds 8-bit, 16-bit
+        # or wider data: judged by its maximum.
         array = np.asarray(image, dtype=np.float64)
-        top = array.max() if array.size and array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(array / top * 255.0, 0, 255).astype(np.uint8), mode="L")
+        top = float(array.max()) if array.size else 0.0
+        if image.mode.startswith("I;16") or 255 < top <= 65535:
+            array = array / 257.0
+        elif top > 65535:
+            array = array / top * 255.0
+        image = Image.fromarray(np.clip(np.round(array), 0, 255).astype(np.uint8))
     elif image.mode == "F":
         array = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(
@@ -40,7 +47,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def load_image(source: Any) -> Image.Image:
-    """Return an RGB PIL image. Arrays: HWC uint8 RGB (or HW gray); tensors: CHW, uint8 or float in [0, 1]."""
+    """Return an RGB PIL image. Arrays: HWC uint8 RGB (or HW gray; uint16 and floats in [0, 1] are scaled);
+    tensors: CHW, uint8 or float in [0, 1]."""
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.exists():
@@ -74,9 +82,11 @@ def load_image(source: Any) -> Image.Image:
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
             raise ImageError(f"an image array must be HxW or HxWx3/4 (RGB); got shape {array.shape}")
         if array.dtype != np.uint8:
-            if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+            if array.dtype == np.uint16:  # 16-bit data: 0..65535 -> 0..255, as for 16-bit files
+                array = np.round(array / 257.0)
+            elif np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
                 array = array * 255.0
-            array = np.clip(array, 0, 255).astype(np.uint8)
+            array = np.clip(np.round(array), 0, 255).astype(np.uint8)
         if array.shape[0] == 0 or array.shape[1] == 0:
             raise ImageError(f"empty image array of shape {array.shape}")
         return _to_rgb(Image.fromarray(np.ascontiguousarray(array)))

@@ -19,15 +19,16 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from glip.images import ImageInput, load_image
+from glip.images import ImageError, ImageInput, load_image
 from glip.models.glip import GLIP, GLIPOutput
 from glip.models.language import TextFeatures
 from glip.postprocess import Detections
-from glip.preprocess import ImageBatch, normalize, pad_batch, resize_image
+from glip.preprocess import ImageBatch, normalize, pad_batch, resize_image, resized_hw
 from glip.text.prompts import (
     DetectionPrompt,
     build_detection_prompt,
@@ -153,7 +154,7 @@ class GLIPPredictor:
         if not names:
             raise PromptError("no class names given")
         for index, name in enumerate(names):
-            if not clean_name(name).strip() or not any(ch.isalnum() for ch in name):
+            if not any(ch.isalnum() for ch in clean_name(name)):  # "", "...", "(empty)", "(x)_."
                 raise PromptError(f"class {index} {name!r} is empty after cleaning")
         chunk_size = chunk_size or self.chunk_size
         if chunk_size:
@@ -275,7 +276,7 @@ class GLIPPredictor:
             prompts = [prompt]
             caption_text = caption
         results = self._predict_loaded(
-            [(load_image(img), img if isinstance(img, str) else None) for img in image_list],
+            [(load_image(img), str(img) if isinstance(img, str | Path) else None) for img in image_list],
             prompts,
             names,
             threshold,
@@ -294,6 +295,12 @@ class GLIPPredictor:
         caption: str | None,
     ) -> list[Prediction]:
         cfg = self.model.config.input
+        for image, source in images:
+            if min(resized_hw(image.width, image.height, cfg.min_size, cfg.max_size)) < 1:
+                raise ImageError(
+                    f"{source or 'the image'} ({image.width}x{image.height} pixels) is too elongated: "
+                    f"resizing it to at most {cfg.max_size} pixels long leaves no row or column"
+                )
         tensors = [
             normalize(
                 resize_image(image, cfg.min_size, cfg.max_size), cfg.pixel_mean, cfg.pixel_std, cfg.to_bgr255

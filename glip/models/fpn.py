@@ -11,11 +11,39 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class DropBlock2d(nn.Module):
+    """DropBlock (Ghiasi et al. 2018): drop ``size`` x ``size`` blocks, rescale the kept activations."""
+
+    def __init__(self, prob: float, size: int) -> None:
+        super().__init__()
+        self.prob, self.size = prob, size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.prob <= 0:
+            return x
+        gamma = self.prob / self.size**2
+        seeds = (torch.rand(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device) < gamma).to(x.dtype)
+        block = F.max_pool2d(seeds, self.size, stride=1, padding=self.size // 2)[
+            ..., : x.shape[2], : x.shape[3]
+        ]
+        keep = 1 - block
+        return x * keep * (keep.numel() / keep.sum().clamp(min=1.0))
+
+
 class FPN(nn.Module):
     """in_channels: channels of C3, C4, C5; returns [P3, P4, P5, P6, P7] with ``out_channels`` each."""
 
-    def __init__(self, in_channels: tuple[int, ...], out_channels: int) -> None:
+    def __init__(
+        self,
+        in_channels: tuple[int, ...],
+        out_channels: int,
+        drop_block_prob: float = 0.0,
+        drop_block_size: int = 3,
+    ) -> None:
         super().__init__()
+        # official MODEL.FPN.DROP_BLOCK (on by default, prob 0.3, size 3): training only, on the merged
+        # top-down features of every level but the top one, before the 3x3 output conv.
+        self.drop_block = DropBlock2d(drop_block_prob, drop_block_size) if drop_block_prob > 0 else None
         self.lateral_convs = nn.ModuleList(nn.Conv2d(c, out_channels, 1) for c in in_channels)
         self.output_convs = nn.ModuleList(
             nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels
@@ -34,7 +62,8 @@ class FPN(nn.Module):
         for index in range(len(features) - 2, -1, -1):
             lateral = self.lateral_convs[index](features[index])
             inner = lateral + F.interpolate(inner, size=lateral.shape[-2:], mode="nearest")
-            results.insert(0, self.output_convs[index](inner))
+            dropped = self.drop_block(inner) if self.drop_block is not None and self.training else inner
+            results.insert(0, self.output_convs[index](dropped))
         p6 = self.p6(results[-1])
         p7 = self.p7(F.relu(p6))
         return [*results, p6, p7]

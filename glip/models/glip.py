@@ -157,7 +157,7 @@ def build_model(config: GLIPConfig) -> GLIP:
     text_dim = int(bert["hidden_size"])
     head_cfg = config.head
     backbone = _build_backbone(config)
-    fpn = FPN(tuple(config.backbone.out_channels[-3:]), config.fpn_channels)
+    fpn = FPN(tuple(config.backbone.out_channels[-3:]), config.fpn_channels, config.fpn_drop_block)
     text_encoder = TextEncoder(dict(bert), config.text.pretrained, config.text.freeze)
     head = VLDyHead(
         in_channels=config.fpn_channels,
@@ -167,6 +167,7 @@ def build_model(config: GLIPConfig) -> GLIP:
         text_heads=int(bert["num_attention_heads"]),
         text_intermediate=int(bert["intermediate_size"]),
         text_eps=float(bert.get("layer_norm_eps", 1e-12)),
+        text_dropout=float(bert.get("hidden_dropout_prob", 0.1)),
         deep_fusion=head_cfg.deep_fusion,
         fused_text_for_score=head_cfg.fused_text_for_score,
         fusion_embed_dim=head_cfg.fusion_embed_dim,

@@ -59,6 +59,7 @@ class HeadBlock(nn.Module):
         text_heads: int,
         text_intermediate: int,
         text_eps: float,
+        text_dropout: float,
         fusion: bool,
         text_layer: bool,
         fusion_embed_dim: int,
@@ -86,7 +87,16 @@ class HeadBlock(nn.Module):
             else None
         )
         self.text_layer = (
-            TextLayer(text_dim, text_heads, text_intermediate, eps=text_eps) if text_layer else None
+            TextLayer(
+                text_dim,
+                text_heads,
+                text_intermediate,
+                eps=text_eps,
+                dropout=text_dropout,
+                attn_dropout=text_dropout,
+            )
+            if text_layer
+            else None
         )
         self.dyconv = DyConv(channels, channels, use_deform, use_dyfuse, use_dyrelu, gn_groups)
 
@@ -112,6 +122,7 @@ class VLDyHead(nn.Module):
         text_heads: int,
         text_intermediate: int,
         text_eps: float = 1e-12,
+        text_dropout: float = 0.1,
         deep_fusion: bool = True,
         fused_text_for_score: bool = True,
         fusion_embed_dim: int = 2048,
@@ -143,6 +154,7 @@ class VLDyHead(nn.Module):
                 text_heads,
                 text_intermediate,
                 text_eps,
+                text_dropout,
                 fusion=deep_fusion,
                 # official: a BERT layer follows every fusion, the last one only if its output is scored
                 text_layer=deep_fusion and (i < num_blocks - 1 or fused_text_for_score),

@@ -54,6 +54,9 @@ _DEFAULTS: dict[str, Any] = {
     "MODEL.LANGUAGE_BACKBONE.N_LAYERS": 1,
     "MODEL.LANGUAGE_BACKBONE.MASK_SPECIAL": False,
     "MODEL.LANGUAGE_BACKBONE.PAD_MAX": True,
+    "MODEL.FPN.DROP_BLOCK": True,
+    "MODEL.FPN.DROP_PROB": 0.3,
+    "MODEL.FPN.DROP_SIZE": 3,
     "MODEL.DYHEAD.CHANNELS": 256,
     "MODEL.DYHEAD.NUM_CONVS": 4,
     "MODEL.DYHEAD.USE_GN": False,
@@ -234,6 +237,7 @@ def config_from_yaml(source: str | Path | dict[str, Any], bert: dict[str, Any] |
         ),
         text=text,
         fpn_channels=int(get("MODEL.BACKBONE.OUT_CHANNELS")),
+        fpn_drop_block=float(get("MODEL.FPN.DROP_PROB")) if bool(get("MODEL.FPN.DROP_BLOCK")) else 0.0,
         head=HeadConfig(
             channels=int(get("MODEL.DYHEAD.CHANNELS")),
             num_blocks=num_blocks,
