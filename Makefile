@@ -1,6 +1,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,tiny,nlp
+EXTRAS ?= dev,tiny,nlp,eval
 
 .PHONY: demo test install lint format clean
 

@@ -8,7 +8,9 @@ An LVIS-size vocabulary (1203 class names) is split into prompts of 40 names (th
   second call (every prompt's text encoding cached).
 * **official**: the whole model per prompt, as the official ``inference()`` does with chunked evaluation
   (``model(images, captions=[chunk caption])`` for each chunk): backbone, text encoder (caption padded to
-  256 tokens), head, post-processing; the chunks' detections are concatenated.
+  256 tokens), head, post-processing; the chunks' detections are concatenated. Our model drops the text
+  padding beyond the real tokens (exact), so this is measured twice: with that trimming (``official``) and
+  without it (``official_padded_256``: BERT and the fusion over all 256 tokens, as the official code runs).
 
 Both must give the same detections (checked: the max abs difference of matched scores and boxes is printed,
 and the script fails when it exceeds ``--tolerance``). The class names are synthetic but LVIS-like
@@ -25,7 +27,11 @@ was extrapolated.
     python benchmarks/chunking.py --presets tiny                   # the small model only
     python benchmarks/chunking.py --presets tiny,glip_t --max-chunks glip_t=4 --out chunking.json
 
-Prints JSON to stdout (and writes it to ``--out``).
+Times are medians over ``--repeats`` runs, both wall-clock (``measured_wall``) and process CPU time
+(``measured_cpu``). On a machine shared with other jobs run with ``--threads 1``: a single-threaded run's
+CPU time hardly depends on the other jobs, while multi-threaded runs there can be many times slower (every
+parallel region waits for a descheduled thread). The 1-minute load average before/after each preset is
+recorded. Prints JSON to stdout (and writes it to ``--out``).
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -112,12 +120,11 @@ def build(preset: str) -> glip.GLIP:
     return model.eval()
 
 
-def official_way(model: glip.GLIP, image: Image.Image, prompts: list[Any]) -> tuple[Detections, float]:
+def official_way(model: glip.GLIP, image: Image.Image, prompts: list[Any]) -> Detections:
     """The whole model per chunk (backbone included, caption padded to 256 and re-encoded), concatenated.
 
-    Returns the detections in original-image pixels (labels 1-based) and the seconds taken.
+    Returns the detections in original-image pixels (labels 1-based).
     """
-    start = time.perf_counter()
     cfg = model.config.input
     tensor = normalize(
         resize_image(image, cfg.min_size, cfg.max_size), cfg.pixel_mean, cfg.pixel_std, cfg.to_bgr255
@@ -131,8 +138,19 @@ def official_way(model: glip.GLIP, image: Image.Image, prompts: list[Any]) -> tu
             parts.append(model.postprocess(output, prompt.label_to_token)[0])
     dets = Detections.cat(parts)
     scale = torch.tensor([image.width / tensor.shape[-1], image.height / tensor.shape[-2]] * 2)
-    elapsed = time.perf_counter() - start
-    return Detections(dets.boxes * scale, dets.scores, dets.labels), elapsed
+    return Detections(dets.boxes * scale, dets.scores, dets.labels)
+
+
+class Clock:
+    """Wall-clock and process CPU seconds of a block (``with Clock() as c: ...; c.wall, c.cpu``)."""
+
+    def __enter__(self) -> Clock:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_args: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
 
 
 def max_difference(ours: Any, official: Detections) -> dict[str, Any]:
@@ -160,10 +178,12 @@ def max_difference(ours: Any, official: Detections) -> dict[str, Any]:
     return result
 
 
-def run_preset(preset: str, names: list[str], chunk_size: int, max_chunks: int | None) -> dict[str, Any]:
-    start = time.perf_counter()
-    model = build(preset)
-    build_s = time.perf_counter() - start
+def run_preset(
+    preset: str, names: list[str], chunk_size: int, max_chunks: int | None, padded: bool, repeats: int
+) -> dict[str, Any]:
+    with Clock() as clock:
+        model = build(preset)
+    build_s = clock.wall
     cfg = model.config.input
     height, width = cfg.min_size, cfg.max_size
     image = make_image(height, width)
@@ -173,28 +193,70 @@ def run_preset(preset: str, names: list[str], chunk_size: int, max_chunks: int |
     used_names = names[: used_chunks * chunk_size]
     prompts = all_prompts[:used_chunks]
 
+    # warm-up of both ways on one chunk of other captions (one-time allocations, kernel selection)
+    warm_names = names[:chunk_size][::-1]
+    GLIPPredictor(model, chunk_size=chunk_size).predict(image, classes=warm_names, threshold=0.0)
+    official_way(model, image, build_chunked_detection_prompts(warm_names, chunk_size=chunk_size))
+
     # the backbone + FPN alone, for the linear extrapolation of our way
-    predictor = GLIPPredictor(model, chunk_size=chunk_size)
     tensor = normalize(
         resize_image(image, cfg.min_size, cfg.max_size), cfg.pixel_mean, cfg.pixel_std, cfg.to_bgr255
     )
     batch = pad_batch([tensor], cfg.size_divisibility)
-    with torch.inference_mode():
-        model.encode_images(batch.tensors)  # warm-up (allocator, kernels)
-        start = time.perf_counter()
+    with torch.inference_mode(), Clock() as backbone:
         model.encode_images(batch.tensors)
-        backbone_s = time.perf_counter() - start
 
-    start = time.perf_counter()
-    ours = predictor.predict(image, classes=used_names, threshold=0.0)
-    ours_first_s = time.perf_counter() - start
-    start = time.perf_counter()
-    ours_again = predictor.predict(image, classes=used_names, threshold=0.0)
-    ours_cached_s = time.perf_counter() - start
+    ways = ("ours_first", "ours_cached", "official") + (("official_padded",) if padded else ())
+    runs: dict[str, dict[str, list[float]]] = {"wall": {w: [] for w in ways}, "cpu": {w: [] for w in ways}}
+    checks: dict[str, dict[str, Any]] = {}
 
-    official, official_s = official_way(model, image, prompts)
-    check = max_difference(ours, official)
-    check_again = max_difference(ours_again, official)
+    def record(way: str, clock: Clock) -> None:
+        runs["wall"][way].append(clock.wall)
+        runs["cpu"][way].append(clock.cpu)
+
+    for _ in range(repeats):
+        predictor = GLIPPredictor(model, chunk_size=chunk_size)  # empty text cache
+        with Clock() as clock:
+            ours = predictor.predict(image, classes=used_names, threshold=0.0)
+        record("ours_first", clock)
+        with Clock() as clock:
+            ours_again = predictor.predict(image, classes=used_names, threshold=0.0)
+        record("ours_cached", clock)
+        with Clock() as clock:
+            official = official_way(model, image, prompts)
+        record("official", clock)
+        checks["first_call"] = max_difference(ours, official)
+        checks["cached_call"] = max_difference(ours_again, official)
+        if padded:  # as the official code runs: BERT and the fusion over all 256 (padded) tokens
+            model.trim_text_padding = False
+            try:
+                with Clock() as clock:
+                    official_padded = official_way(model, image, prompts)
+            finally:
+                model.trim_text_padding = True
+            record("official_padded", clock)
+            checks["official_padded_256"] = max_difference(ours, official_padded)
+
+    def timings(kind: str, scale: float = 1.0) -> dict[str, float]:
+        """Medians; with ``scale`` extrapolated: ours = b + (t - b) * scale (b: backbone), official = t * scale."""
+        median = {way: statistics.median(values) for way, values in runs[kind].items()}
+        offset = backbone.wall if kind == "wall" else backbone.cpu
+        ours_first = offset + (median["ours_first"] - offset) * scale
+        ours_cached = offset + (median["ours_cached"] - offset) * scale
+        official = median["official"] * scale
+        out = {
+            "ours_first_call_s": round(ours_first, 3),
+            "ours_cached_text_s": round(ours_cached, 3),
+            "official_whole_model_per_chunk_s": round(official, 3),
+            "speedup_first_call": round(official / ours_first, 2),
+            "speedup_cached_text": round(official / ours_cached, 2),
+        }
+        if padded:
+            padded_s = median["official_padded"] * scale
+            out["official_padded_256_s"] = round(padded_s, 3)
+            out["speedup_first_call_vs_padded"] = round(padded_s / ours_first, 2)
+            out["speedup_cached_text_vs_padded"] = round(padded_s / ours_cached, 2)
+        return out
 
     tokens = [len(p.input_ids) for p in prompts]
     result: dict[str, Any] = {
@@ -206,37 +268,30 @@ def run_preset(preset: str, names: list[str], chunk_size: int, max_chunks: int |
         "chunks_total": total_chunks,
         "chunks_measured": used_chunks,
         "tokens_per_prompt": {"mean": round(sum(tokens) / len(tokens), 1), "max": max(tokens)},
+        "repeats": repeats,
         "model_build_s": round(build_s, 2),
-        "backbone_fpn_s": round(backbone_s, 3),
-        "measured": {
-            "ours_first_call_s": round(ours_first_s, 3),
-            "ours_cached_text_s": round(ours_cached_s, 3),
-            "official_whole_model_per_chunk_s": round(official_s, 3),
-            "speedup_first_call": round(official_s / ours_first_s, 2),
-            "speedup_cached_text": round(official_s / ours_cached_s, 2),
+        "backbone_fpn_s": {"wall": round(backbone.wall, 3), "cpu": round(backbone.cpu, 3)},
+        "measured_wall": timings("wall"),
+        "measured_cpu": timings("cpu"),
+        "runs_s": {
+            kind: {way: [round(t, 3) for t in values] for way, values in per_way.items()}
+            for kind, per_way in runs.items()
         },
-        "detections": check["ours"],
+        "detections": checks["first_call"]["ours"],
         "same_detections": {
-            "first_call": {k: check[k] for k in ("max_score_diff", "max_box_diff")},
-            "cached_call": {k: check_again[k] for k in ("max_score_diff", "max_box_diff")},
+            name: {k: check[k] for k in ("max_score_diff", "max_box_diff")} for name, check in checks.items()
         },
     }
     if used_chunks < total_chunks:
-        factor = total_chunks / used_chunks
-        ours_first_full = backbone_s + (ours_first_s - backbone_s) * factor
-        ours_cached_full = backbone_s + (ours_cached_s - backbone_s) * factor
-        official_full = official_s * factor
+        scale = total_chunks / used_chunks
         result["extrapolated_to_all_chunks"] = {
             "note": (
-                f"measured on the first {used_chunks} of {total_chunks} chunks; extrapolated linearly: "
+                f"measured on the first {used_chunks} of {total_chunks} chunks, extrapolated linearly: "
                 "official = measured x chunks_total / chunks_measured; ours = backbone_fpn_s + "
                 "(measured - backbone_fpn_s) x chunks_total / chunks_measured"
             ),
-            "ours_first_call_s": round(ours_first_full, 1),
-            "ours_cached_text_s": round(ours_cached_full, 1),
-            "official_whole_model_per_chunk_s": round(official_full, 1),
-            "speedup_first_call": round(official_full / ours_first_full, 2),
-            "speedup_cached_text": round(official_full / ours_cached_full, 2),
+            "wall": timings("wall", scale),
+            "cpu": timings("cpu", scale),
         }
     return result
 
@@ -268,9 +323,18 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="measure only the first N chunks (N, or PRESET=N) and extrapolate to all linearly",
     )
+    parser.add_argument(
+        "--no-padded",
+        action="store_true",
+        help="skip the official way with text padded to 256 tokens (BERT + fusion over the padding)",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per way (median reported)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max allowed score/box difference")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     limits = parse_max_chunks(args.max_chunks)
     names = lvis_like_names(args.classes)
@@ -291,11 +355,15 @@ def main(argv: list[str] | None = None) -> int:
             print("tiny needs pip install 'glip[tiny]': using tiny_random instead", file=sys.stderr)
             preset = "tiny_random"
         print(f"running {preset} ...", file=sys.stderr, flush=True)
-        result = run_preset(preset, names, args.chunk_size, limits.get(preset, limits.get("*")))
+        limit = limits.get(preset, limits.get("*"))
+        load_before = os.getloadavg()[0]
+        result = run_preset(preset, names, args.chunk_size, limit, not args.no_padded, args.repeats)
+        # other processes on the machine distort wall-clock timings (see the 1-minute load average); the
+        # process CPU times ("measured_cpu") are much less sensitive to them with --threads 1
+        result["loadavg_1min_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         report["results"].append(result)
         print(json.dumps(result), file=sys.stderr, flush=True)
-        for key in ("first_call", "cached_call"):
-            diff = result["same_detections"][key]
+        for diff in result["same_detections"].values():
             if not max(diff["max_score_diff"], diff["max_box_diff"]) <= args.tolerance:
                 failed = True
     text = json.dumps(report, indent=1)

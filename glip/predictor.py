@@ -156,7 +156,12 @@ class GLIPPredictor:
         for index, name in enumerate(names):
             if not any(ch.isalnum() for ch in clean_name(name)):  # "", "...", "(empty)", "(x)_."
                 raise PromptError(f"class {index} {name!r} is empty after cleaning")
-        chunk_size = chunk_size or self.chunk_size
+        chunk_size = chunk_size if chunk_size is not None else self.chunk_size
+        if chunk_size is not None and chunk_size < 1:
+            raise PromptError(
+                f"chunk_size must be a positive number of classes per prompt, got {chunk_size} "
+                "(None: as many as fit the text length)"
+            )
         if chunk_size:
             groups = [
                 list(range(i, min(i + chunk_size, len(names)))) for i in range(0, len(names), chunk_size)

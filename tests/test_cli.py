@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import glip
-from glip.cli import main
+from glip.cli import EXAMPLES, main
 
 MODEL = ["--model", "random:tiny_random"]
 
@@ -177,6 +177,7 @@ def test_detect_too_elongated_image_is_skipped(tmp_path, capsys):
         (["--classes-file", "/nonexistent/names.txt"], "classes file not found"),
         (["--classes", "cat", "--model", "random:no_such_preset"], "unknown preset"),
         (["--classes", "cat", "--model", "/nonexistent/model.pth"], "nonexistent"),
+        (["--classes", "cat", "--chunk-size", "0"], "chunk_size must be a positive number"),
     ],
 )
 def test_detect_bad_prompt_or_model_exits_2(photos, tmp_path, capsys, extra, message):
@@ -186,6 +187,14 @@ def test_detect_bad_prompt_or_model_exits_2(photos, tmp_path, capsys, extra, mes
     assert message in captured.err and "glip detect: error:" in captured.err
     assert "Traceback" not in captured.err
     assert not (tmp_path / "out" / "predictions.json").exists()
+
+
+def test_detect_out_is_a_file_exits_2(photos, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file where the output directory should go")
+    argv = ["detect", str(photos / "a.png"), "--classes", "cat", *MODEL, "--out", str(tmp_path / "taken")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "taken" in captured.err and "Traceback" not in captured.err
 
 
 def test_detect_empty_directory_exits_2(tmp_path, capsys):
@@ -262,7 +271,7 @@ def test_models(capsys):
         assert name in out
 
 
-@pytest.mark.parametrize("command", ["detect", "demo", "convert", "models"])
+@pytest.mark.parametrize("command", sorted(EXAMPLES))
 def test_help_has_examples(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

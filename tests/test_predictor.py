@@ -85,7 +85,7 @@ class Counter:
 
 
 def assert_same(a: Prediction, b: Prediction, atol: float = 1e-5) -> None:
-    """Same detections up to ``atol`` (scores; boxes relative to the box size), in any order of near-ties.
+    """Same detections up to ``atol`` (scores; boxes divided by their largest coordinate), any order.
 
     Each detection of ``a`` is matched to a distinct detection of ``b`` with the same label.
     """
@@ -381,6 +381,8 @@ def test_bad_images_raise_image_error(predictor, tmp_path):
         ({"caption": "a black dog", "spans": [[(5, 2)]]}, "does not fit"),
         ({"caption": "a black dog", "spans": [[(-1, 3)]]}, "does not fit"),
         ({"caption": "a black dog", "phrases": ["a", "b"], "spans": [[(0, 3)]]}, "2 phrase names for 1"),
+        ({"classes": ["cat"], "chunk_size": 0}, "chunk_size must be a positive number"),
+        ({"classes": ["cat"], "chunk_size": -1}, "chunk_size must be a positive number"),
         ({}, "exactly one of"),
         ({"classes": ["cat"], "caption": "a cat"}, "exactly one of"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,3 +78,32 @@ def deterministic_tiny_random():
         head=dataclasses.replace(config.head, fusion_dropout=0.0),
         fpn_drop_block=0.0,
     )
+
+
+def write_toy_coco(out_dir: str | Path, count: int, size: int = 128, seed: int = 0) -> Path:
+    """Write ``count`` toy scenes as PNGs plus a COCO detection JSON (``out_dir/annotations.json``)."""
+    import json
+
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for index in range(count):
+        image, boxes, labels = draw_scene(seed + index, size)
+        name = f"scene_{index:04d}.png"
+        image.save(out / "images" / name)
+        images.append({"id": index + 1, "file_name": name, "width": size, "height": size})
+        for (x1, y1, x2, y2), label in zip(boxes, labels):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": index + 1,
+                    "category_id": label + 1,
+                    "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1],  # legacy: x2 = x + w - 1
+                    "area": (x2 - x1 + 1) * (y2 - y1 + 1),
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(CLASSES)]
+    path = out / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path

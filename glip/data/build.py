@@ -1,0 +1,103 @@
+"""Build a training dataset from annotation files, recognising their format.
+
+* ``*.jsonl`` whose records have ``"detection"`` or ``"grounding"``: ODVG (MM-Grounding-DINO).
+* ``*.jsonl`` whose records have ``"image"`` and ``"caption"``: caption-only (no boxes).
+* ``*.json`` whose images carry a ``"caption"``: MDETR / GoldG style grounding.
+* any other ``*.json``: COCO detection (categories become the prompt).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from glip.data.datasets import CaptionDataset, CocoGroundingDataset, MDETRDataset, ODVGDataset
+from glip.data.few_shot import few_shot_subset
+from glip.data.mixed import MixedDataset
+from glip.data.types import DataError
+
+
+def detect_format(path: str | Path) -> str:
+    """One of ``odvg``, ``captions``, ``mdetr``, ``coco``; :class:`DataError` if unrecognisable."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"annotation file not found: {path}")
+    if path.suffix == ".jsonl":
+        with path.open() as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path} line {number}: not JSON ({exc})") from None
+                if "detection" in record or "grounding" in record:
+                    return "odvg"
+                if "caption" in record and "image" in record:
+                    return "captions"
+                raise DataError(
+                    f"{path} line {number}: neither ODVG nor caption-only (keys {sorted(record)})"
+                )
+        raise DataError(f"{path} is empty")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(data, dict) or "images" not in data:
+        raise DataError(f"{path}: not a COCO-style JSON (no 'images')")
+    images = data.get("images") or []
+    return "mdetr" if images and isinstance(images[0], dict) and "caption" in images[0] else "coco"
+
+
+def build_dataset(
+    ann_file: str | Path,
+    image_dir: str | Path | None,
+    transform: Any,
+    shots: int = 0,
+    seed: int = 0,
+    on_error: str = "skip",
+    label_map: str | Path | None = None,
+) -> Any:
+    """The dataset for one annotation file (see the module docstring). ``shots`` > 0: k-shot COCO subset."""
+    kind = detect_format(ann_file)
+    if shots and kind != "coco":
+        raise DataError(f"--shots needs COCO detection annotations; {ann_file} is {kind}")
+    if kind == "odvg":
+        return ODVGDataset(ann_file, image_dir, transform, label_map=label_map, seed=seed, on_error=on_error)  # type: ignore[arg-type]
+    if kind == "captions":
+        return CaptionDataset(ann_file, image_dir, transform, seed=seed, on_error=on_error)  # type: ignore[arg-type]
+    if kind == "mdetr":
+        return MDETRDataset(ann_file, image_dir, transform, seed=seed, on_error=on_error)  # type: ignore[arg-type]
+    source: Any = ann_file
+    if shots:
+        source = few_shot_subset(json.loads(Path(ann_file).read_text()), shots, seed)
+    return CocoGroundingDataset(source, image_dir, transform, seed=seed, on_error=on_error)  # type: ignore[arg-type]
+
+
+def build_training_set(
+    ann_files: Sequence[str | Path],
+    image_dirs: Sequence[str | Path | None],
+    transform: Any,
+    weights: Sequence[float] | None = None,
+    shots: int = 0,
+    seed: int = 0,
+    on_error: str = "skip",
+) -> Any:
+    """One dataset, or a :class:`MixedDataset` of several (by weight, default proportional to their size)."""
+    if len(image_dirs) == 1 and len(ann_files) > 1:
+        image_dirs = list(image_dirs) * len(ann_files)
+    if len(image_dirs) != len(ann_files):
+        raise DataError(f"{len(ann_files)} annotation files but {len(image_dirs)} image directories")
+    datasets = [
+        build_dataset(a, d, transform, shots=shots, seed=seed, on_error=on_error)
+        for a, d in zip(ann_files, image_dirs)
+    ]
+    if len(datasets) == 1:
+        return datasets[0]
+    if weights is None:
+        weights = [float(len(d)) for d in datasets]
+    if len(weights) != len(datasets):
+        raise DataError(f"{len(weights)} weights for {len(datasets)} datasets")
+    return MixedDataset(list(zip(datasets, weights)), seed=seed)

@@ -1,0 +1,410 @@
+"""Running the model over an evaluation set: sharding across ranks, a progress bar, a resumable cache of
+per-image predictions, and gathering the results on every rank (all records, or what a
+:class:`Collector` keeps of them).
+
+Per-image records are plain JSON (``{"id", "boxes": [[x1, y1, x2, y2]], "scores", "labels"}``, boxes in
+the annotation's pixel frame, full float precision), so a resumed run and a run on any number of
+processes score exactly the same predictions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from glip.eval.common import EvalError, barrier, gather_objects, load_eval_image, rank_info
+
+logger = logging.getLogger(__name__)
+
+CACHE_NAME = "predictions.cache.jsonl"
+CACHE_VERSION = 1
+
+
+@dataclass
+class WorkItem:
+    """One unit of inference: an image (for grounding: one (image, sentence) record).
+
+    key: the record id (image id); path: the image file; size: (width, height) of the annotation's frame
+    (None: the image's own); where: how messages name it.
+    """
+
+    key: Any
+    path: Path
+    size: tuple[float, float] | None
+    where: str
+
+
+# ------------------------------------------------------------------------------------------ the model
+
+
+class LazyModel:
+    """A model loaded on first use (``load()``), so that bad data is reported before a big checkpoint is
+    read. ``loader()`` returns a GLIP model or a GLIPPredictor."""
+
+    def __init__(self, loader: Callable[[], Any], name: str | None = None) -> None:
+        self.loader = loader
+        self.name = name
+        self._model: Any = None
+
+    def load(self) -> Any:
+        if self._model is None:
+            self._model = self.loader()
+        return self._model
+
+
+def as_predictor(model: Any, device: str | torch.device | None = None) -> Any:
+    """A :class:`~glip.predictor.GLIPPredictor` for a predictor, a GLIP model, a DDP-wrapped model or a
+    :class:`LazyModel`."""
+    from glip.predictor import GLIPPredictor
+
+    if isinstance(model, LazyModel):
+        model = model.load()
+    if isinstance(model, GLIPPredictor):
+        return model
+    module = getattr(model, "module", model)  # DistributedDataParallel
+    return GLIPPredictor(module, device=device)
+
+
+@contextlib.contextmanager
+def postprocess_settings(model: Any, detections_per_img: int | None) -> Iterator[None]:
+    """Temporarily set ``model.config.postprocess.detections_per_img`` (restored afterwards)."""
+    if detections_per_img is None:
+        yield
+        return
+    original = model.config
+    post = dataclasses.replace(original.postprocess, detections_per_img=int(detections_per_img))
+    model.config = dataclasses.replace(original, postprocess=post)
+    try:
+        yield
+    finally:
+        model.config = original
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """A cheap identity of the weights for the cache fingerprint (sum and count of every tensor)."""
+    total = 0.0
+    count = 0
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                total += float(tensor.detach().double().sum())
+            count += tensor.numel()
+    return f"{count}:{total!r}"
+
+
+def file_digest(path: str | Path) -> str:
+    """sha1 of a file's bytes (identifies the annotation file in the cache fingerprint)."""
+    digest = hashlib.sha1()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ prompts
+
+
+def detection_prompts(
+    predictor: Any,
+    names: Sequence[str],
+    chunk_size: int | None,
+    caption_prompt: Sequence[dict[str, str]] | None = None,
+    where: str = "",
+) -> list[Any]:
+    """Class-list prompts (labels = 1-based indices into ``names``), as the official evaluation builds
+    them from the categories sorted by id: ". "-joined cleaned names, split into chunks of ``chunk_size``
+    (official ``TEST.CHUNKED_EVALUATION``; -1 = one prompt) or, with None, packed to fit 256 tokens.
+
+    ``caption_prompt``: official ``DATASETS.CAPTION_PROMPT`` (one ``{"prefix", "name", "suffix"}`` per
+    class).
+    """
+    from glip.predictor import _Prompt
+    from glip.text.prompts import build_detection_prompt
+    from glip.text.tokenizer import PromptError
+
+    try:
+        if caption_prompt is None:
+            if chunk_size == -1:
+                chunk_size = len(names)
+            return predictor.class_prompts(list(names), chunk_size)
+        if len(caption_prompt) != len(names):
+            raise EvalError(
+                f"{where}: caption_prompt has {len(caption_prompt)} entries for {len(names)} classes"
+            )
+        size = len(names) if chunk_size in (None, -1) else int(chunk_size)
+        prompts = []
+        for start in range(0, len(names), size):
+            labels = list(range(start + 1, min(start + size, len(names)) + 1))
+            prompt = build_detection_prompt(
+                [names[i - 1] for i in labels],
+                labels,
+                caption_prompt=[caption_prompt[i - 1] for i in labels],
+                max_len=predictor.max_query_len,
+            )
+            if prompt.exceeds_max_len:
+                raise EvalError(
+                    f"{where}: the caption of classes {labels[0]}..{labels[-1]} needs {prompt.num_tokens} "
+                    f"tokens > {predictor.max_query_len}: give a smaller chunk size"
+                )
+            prompts.append(_Prompt(prompt.caption, dict(prompt.label_to_token), labels))
+        return prompts
+    except PromptError as exc:
+        raise EvalError(f"{where}: cannot build the class prompts: {exc}") from None
+
+
+def grounding_prompt(
+    predictor: Any, caption: str, spans: Sequence[Sequence[Sequence[int]]], where: str
+) -> Any:
+    """The prompt of a grounding record: entity j (label j + 1) covers the tokens of its char spans
+    (official ``positive_map_eval``). A phrase whose tokens fall past the model's text length gets none
+    (it then has no prediction), as officially."""
+    from glip.predictor import _Prompt
+    from glip.text.prompts import label_token_dict_from_spans
+    from glip.text.tokenizer import PromptError, get_tokenizer
+
+    try:
+        encoding = get_tokenizer()(caption, truncation=False)
+        labels = list(range(1, len(spans) + 1))
+        label_to_tokens = label_token_dict_from_spans(encoding, spans, labels, caption=caption)
+    except PromptError as exc:
+        raise EvalError(f"{where}: {exc}") from None
+    limit = predictor.max_query_len - 1  # the last kept position holds [SEP]
+    label_to_tokens = {
+        lab: [p for p in pos if p < limit]
+        for lab, pos in label_to_tokens.items()
+        if any(p < limit for p in pos)
+    }
+    return _Prompt(caption, label_to_tokens, labels)
+
+
+def predict_images(
+    predictor: Any,
+    items: Sequence[WorkItem],
+    prompts: list[Any],
+    names: Sequence[str],
+    label_map: Callable[[int], Any],
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    """Run the prompts on the items' images; one record per item with boxes in the annotation frame.
+
+    ``label_map(index)`` turns the predictor's 0-based name index into the stored label (a category id
+    or a phrase index). Threshold 0: the model's own post-processing (pre-NMS 0.05, NMS, detections per
+    image) decides what is kept.
+    """
+    images = [(load_eval_image(item.path, item.where), str(item.path)) for item in items]
+    predictions = predictor._predict_loaded(images, prompts, list(names), 0.0, batch_size, None)
+    records = []
+    for item, (image, _), prediction in zip(items, images, predictions):
+        boxes = prediction.boxes.double()
+        if item.size is not None and (item.size[0] != image.width or item.size[1] != image.height):
+            logger.warning(
+                "%s: image is %dx%d but the annotation says %gx%g: boxes rescaled to the annotation",
+                item.where,
+                image.width,
+                image.height,
+                item.size[0],
+                item.size[1],
+            )
+            scale = torch.tensor([item.size[0] / image.width, item.size[1] / image.height] * 2).double()
+            boxes = boxes * scale
+        records.append(
+            {
+                "id": item.key,
+                "boxes": boxes.tolist(),
+                "scores": prediction.scores.double().tolist(),
+                "labels": [label_map(int(i)) for i in prediction.labels.tolist()],
+            }
+        )
+    return records
+
+
+# ------------------------------------------------------------------------------------------ collecting
+
+
+class Collector:
+    """Receives this rank's per-image records; its ``state()`` is what is gathered, ``merge`` combines the
+    states of all ranks. The default keeps every record (``{key: record}``)."""
+
+    def __init__(self) -> None:
+        self.records: dict[Any, dict[str, Any]] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.records[record["id"]] = record
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def state(self) -> Any:
+        return list(self.records.values())
+
+    def merge(self, states: Sequence[Any]) -> Any:
+        merged: dict[Any, dict[str, Any]] = {}
+        for state in states:
+            for record in state:
+                merged[record["id"]] = record
+        return merged
+
+
+# ------------------------------------------------------------------------------------------- caching
+
+
+class PredictionCache:
+    """Per-image records appended to ``OUT/predictions.cache.jsonl`` (rank r > 0:
+    ``predictions.cache.rank{r}.jsonl``). The first line holds a fingerprint of the settings; files with
+    another fingerprint are ignored (and this rank's own is started anew)."""
+
+    def __init__(self, directory: Path, fingerprint: dict[str, Any], rank: int) -> None:
+        self.directory = Path(directory)
+        self.fingerprint = {"version": CACHE_VERSION, **fingerprint}
+        self.path = self.directory / (CACHE_NAME if rank == 0 else f"predictions.cache.rank{rank}.jsonl")
+        self._handle: Any = None
+
+    def files(self) -> list[Path]:
+        return sorted(self.directory.glob("predictions.cache*.jsonl"))
+
+    def _matches(self, first_line: str) -> bool:
+        try:
+            header = json.loads(first_line)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(header, dict) and header.get("fingerprint") == self.fingerprint
+
+    def iter_records(self) -> Iterator[dict[str, Any]]:
+        """Records of every rank's cache file with the same fingerprint, streamed line by line."""
+        for path in self.files():
+            with path.open() as handle:
+                first = handle.readline()
+                if not first:
+                    continue
+                if not self._matches(first):
+                    logger.warning(
+                        "%s was written with other settings (model, data or prompts): not reused", path
+                    )
+                    continue
+                for number, line in enumerate(handle, start=2):
+                    try:
+                        record = json.loads(line)
+                        record["id"]  # noqa: B018
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        logger.warning("%s line %d is incomplete (interrupted write?): skipped", path, number)
+                        continue
+                    yield record
+
+    def open(self) -> None:
+        """Append to this rank's file if it has the same fingerprint, else start it anew."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        reuse = False
+        if self.path.exists():
+            with self.path.open() as handle:
+                reuse = self._matches(handle.readline())
+        if reuse:
+            with self.path.open("r+b") as handle:  # an interrupted last write: drop the partial line
+                handle.seek(0, 2)
+                size = handle.tell()
+                handle.seek(max(0, size - 1))
+                if size and handle.read(1) != b"\n":
+                    handle.seek(0)
+                    data = handle.read()
+                    handle.truncate(data.rfind(b"\n") + 1)
+            self._handle = self.path.open("a")
+        else:
+            self._handle = self.path.open("w")
+            self._handle.write(json.dumps({"fingerprint": self.fingerprint}) + "\n")
+        self._handle.flush()
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def run_inference(
+    items: Sequence[WorkItem],
+    predict: Callable[[list[WorkItem]], list[dict[str, Any]]],
+    *,
+    collector: Collector | None = None,
+    batch_size: int = 1,
+    cache_dir: str | Path | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    desc: str = "eval",
+) -> Any:
+    """Predict every item once across all ranks; every rank gets ``collector.merge`` of all ranks' states
+    (default: ``{key: record}`` of every item).
+
+    Items are sharded ``items[rank::world_size]``. With ``cache_dir`` each new record is appended to the
+    rank's cache file as soon as it exists, and items already cached (by any rank, with the same
+    ``fingerprint``) are skipped when ``resume`` is True. A bad input met by one rank (an unreadable
+    image) is raised on every rank.
+    """
+    from tqdm import tqdm
+
+    info = rank_info()
+    collector = collector if collector is not None else Collector()
+    mine = list(items[info.rank :: info.world_size])
+    wanted = {item.key for item in mine}
+    done: set[Any] = set()
+    cache = PredictionCache(Path(cache_dir), fingerprint or {}, info.rank) if cache_dir is not None else None
+    if cache is not None and resume:
+        for record in cache.iter_records():
+            if record["id"] in wanted and record["id"] not in done:
+                done.add(record["id"])
+                collector.add(record)
+    barrier()  # every rank has read the caches before any rank rewrites its own
+    todo = [item for item in mine if item.key not in done]
+    if done:
+        logger.info("reusing %d cached prediction(s) of %d image(s)", len(done), len(mine))
+    if cache is not None:
+        cache.open()
+    label = desc if info.world_size == 1 else f"{desc} (rank 0 of {info.world_size})"
+    error: str | None = None
+    count = 0
+    try:
+        with tqdm(
+            total=len(mine),
+            initial=len(done),
+            desc=label,
+            unit="img",
+            disable=not progress or not info.is_main,
+        ) as bar:
+            step = max(int(batch_size), 1)
+            for start in range(0, len(todo), step):
+                batch = todo[start : start + step]
+                for record in predict(batch):
+                    collector.add(record)
+                    count += 1
+                    if cache is not None:
+                        cache.append(record)
+                bar.update(len(batch))
+    except EvalError as exc:
+        if info.world_size == 1:
+            raise
+        error = str(exc)  # passed to every rank below, so that no rank waits for this one forever
+    finally:
+        if cache is not None:
+            cache.close()
+    if error is None and count + len(done) != len(mine):
+        raise RuntimeError(f"{len(mine) - count - len(done)} image(s) got no prediction")
+    states, errors = [], []
+    for part in gather_objects((collector.state(), error)):
+        state, part_error = part  # type: ignore[misc]
+        states.append(state)
+        if part_error:
+            errors.append(part_error)
+    if errors:
+        raise EvalError(errors[0])
+    return collector.merge(states)
