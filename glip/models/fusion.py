@@ -58,29 +58,86 @@ class BiMultiHeadAttention(nn.Module):
     def forward(
         self, vision: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The official computation, re-associated so that no (N, embed_dim) image tensor is ever formed.
+
+        The image side is the big one (N ~ 22k tokens at 800x1333, embed 2048). Per head h, with the text-side
+        projections K_h, V_h (T, d) computed as usual:
+          logits_h = (v Wq_h^T + bq_h) K_h^T s = v (Wq_h^T K_h^T s) + (bq_h . K_h) s          (N, T)
+          out_v    = sum_h P_h V_h Wo_h^T + bo = sum_h P_h (V_h Wo_h^T) + bo                   (N, Cv)
+          out_t_h  = P'_h (v Wv_h^T + bv_h) = (P'_h v) Wv_h^T + rowsum(P'_h) bv_h              (T, d)
+        The same numbers up to float rounding (the reference tests hold), 2-3x fewer FLOPs. Parameter
+        names and shapes are the official ones. :meth:`forward_naive` is the literal computation.
+        """
+        batch, num_vision, vision_dim = vision.shape
+        heads, dim, length = self.num_heads, self.head_dim, text.shape[1]
+        key = self._heads(self.text_key(text))  # (B, h, T, d)
+        value_text = self._heads(self.text_value(text))  # (B, h, T, d)
+        w_query = self.vision_query.weight.view(heads, dim, vision_dim) * self.scale  # (h, d, Cv)
+        b_query = self.vision_query.bias.view(heads, dim) * self.scale  # (h, d)
+        query_map = torch.einsum("hdc,bhtd->bcht", w_query, key).reshape(batch, vision_dim, heads * length)
+        query_bias = torch.einsum("hd,bhtd->bht", b_query, key).reshape(batch, 1, heads * length)
+        # one GEMM for all heads; layout (B, N, h, T) so that no big tensor is ever permuted
+        logits = torch.baddbmm(query_bias, vision, query_map).clamp_(-LOGIT_CLAMP, LOGIT_CLAMP)  # (B, N, h*T)
+        probs_vision, probs_text_t = self._probabilities(
+            logits.view(batch, num_vision, heads, length), text_mask
+        )
+
+        w_out = self.vision_out.weight.view(vision_dim, heads, dim)  # (Cv, h, d)
+        text_to_vision = torch.einsum("bhtd,chd->bhtc", value_text, w_out).reshape(batch, heads * length, -1)
+        out_vision = torch.baddbmm(  # sum over heads of P_h @ (V_h Wo_h^T), plus the output bias
+            self.vision_out.bias.view(1, 1, -1), probs_vision.reshape(batch, num_vision, -1), text_to_vision
+        )  # (B, N, Cv)
+
+        probs_text_t = probs_text_t.reshape(batch, num_vision, heads * length)
+        pooled = torch.bmm(probs_text_t.transpose(1, 2), vision).view(
+            batch, heads, length, vision_dim
+        )  # P'_h v
+        w_value = self.vision_value.weight.view(heads, dim, vision_dim)  # (h, d, Cv)
+        out_text = torch.einsum("bhtc,hdc->bhtd", pooled, w_value)
+        row_sums = probs_text_t.sum(dim=1).view(batch, heads, length, 1)  # 1 unless dropout is active
+        out_text = out_text + row_sums * self.vision_value.bias.view(1, heads, 1, dim)
+        out_text = out_text.transpose(1, 2).reshape(batch, length, -1)  # (B, T, E)
+        return out_vision, self.text_out(out_text)
+
+    def _probabilities(
+        self, logits: torch.Tensor, text_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clamped logits (B, N, h, T) -> (image<-text probs (B, N, h, T), text<-image probs, same layout).
+
+        Text <- image: official softmax over the image tokens of ``(logits - max).clamp(-50000)``; the
+        clamp can only touch values whose exp underflows to 0 anyway, so a plain softmax over N is the same.
+        No image mask: the zero padding of a batch is attended, as official.
+        Image <- text: softmax over the text tokens after adding the official mask (-9e15 on padding, +1 on
+        real tokens; a uniform +1 is a no-op for softmax, so it is only added where there is padding).
+        """
+        probs_text_t = logits.softmax(dim=1)
+        if text_mask is not None and bool((text_mask == 0).any()):
+            fill = text_mask.to(logits.dtype).masked_fill(text_mask == 0, TEXT_MASK_FILL)
+            logits = logits + fill[:, None, None, :]
+        probs_vision = logits.softmax(dim=-1)
+        probs_vision = F.dropout(probs_vision, p=self.dropout, training=self.training)
+        probs_text_t = F.dropout(probs_text_t, p=self.dropout, training=self.training)
+        return probs_vision, probs_text_t
+
+    def forward_naive(
+        self, vision: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The literal official computation (projects every image token to the 2048-d joint space)."""
         batch, num_vision, _ = vision.shape
         query = self._heads(self.vision_query(vision) * self.scale)  # (B, h, N, d)
         key = self._heads(self.text_key(text))  # (B, h, T, d)
         value_vision = self._heads(self.vision_value(vision))  # (B, h, N, d)
         value_text = self._heads(self.text_value(text))  # (B, h, T, d)
-
         logits = (query @ key.transpose(-1, -2)).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)  # (B, h, N, T)
-
-        # text <- image: softmax over image tokens; no image mask (batch padding is attended, as official).
         logits_t = logits.transpose(-1, -2)  # (B, h, T, N)
         logits_t = (logits_t - logits_t.amax(dim=-1, keepdim=True)).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
         probs_text = logits_t.softmax(dim=-1)
-
-        # image <- text: softmax over real text tokens.
         if text_mask is not None:
-            # official quirk: real tokens get +1 (the mask value itself), padding gets -9e15.
             fill = text_mask.to(logits.dtype).masked_fill(text_mask == 0, TEXT_MASK_FILL)
             logits = logits + fill[:, None, None, :]
         probs_vision = logits.softmax(dim=-1)
-
         probs_vision = F.dropout(probs_vision, p=self.dropout, training=self.training)
         probs_text = F.dropout(probs_text, p=self.dropout, training=self.training)
-
         out_vision = (probs_vision @ value_text).transpose(1, 2).reshape(batch, num_vision, -1)  # (B, N, E)
         out_text = (probs_text @ value_vision).transpose(1, 2).reshape(batch, text.shape[1], -1)  # (B, T, E)
         return self.vision_out(out_vision), self.text_out(out_text)

@@ -116,3 +116,27 @@ def test_late_fusion_switch():
     # late fusion scores the encoder's own (masked) token features
     out = _head_outputs(late, "a red car")
     torch.testing.assert_close(out.head.fused_text, out.text.embedded)
+
+
+def test_reassociated_fusion_equals_the_literal_computation():
+    """BiMultiHeadAttention.forward (no (N, 2048) image tensor) == forward_naive (official), values and grads."""
+    from glip.models.fusion import BiMultiHeadAttention
+
+    torch.manual_seed(0)
+    attention = BiMultiHeadAttention(64, 96, 256, 4, dropout=0.0).train()
+    vision = torch.randn(2, 300, 64, requires_grad=True)
+    text = torch.randn(2, 12, 96, requires_grad=True)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 7:] = 0  # padding in the second caption
+    fast = attention(vision, text, mask)
+    grads_fast = torch.autograd.grad(
+        sum(o.square().sum() for o in fast), [vision, text, attention.vision_query.weight]
+    )
+    naive = attention.forward_naive(vision, text, mask)
+    grads_naive = torch.autograd.grad(
+        sum(o.square().sum() for o in naive), [vision, text, attention.vision_query.weight]
+    )
+    for a, b in zip(fast, naive):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_fast, grads_naive):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
