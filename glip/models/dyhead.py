@@ -53,24 +53,27 @@ def deform_conv3x3_grid_sample(
     batch, channels = x.shape[:2]
     out_h, out_w = offset.shape[-2:]
     dtype, device = x.dtype, x.device
-    # Pad one zero pixel on every side: the sampling of points in (-1, 0) (which blends with zero) then
-    # happens inside the map, and maps of height or width 1 need no special case.
-    x = F.pad(x, (1, 1, 1, 1))
+    pad = 0
+    if x.shape[-2] < 2 or x.shape[-1] < 2:
+        # grid_sample(align_corners=True) cannot address a size-1 axis: pad one zero pixel all around
+        # (sampling between -1 and 0 then blends with zero inside the map, as the deformable kernel does).
+        x = F.pad(x, (1, 1, 1, 1))
+        pad = 1
     height, width = x.shape[-2:]
-    base_y = torch.arange(out_h, device=device, dtype=dtype) * stride  # top-left tap (-1 + 1 for the pad)
-    base_x = torch.arange(out_w, device=device, dtype=dtype) * stride
+    base_y = torch.arange(out_h, device=device, dtype=dtype) * stride - 1 + pad  # top-left tap, padding 1
+    base_x = torch.arange(out_w, device=device, dtype=dtype) * stride - 1 + pad
     taps = torch.arange(3, device=device, dtype=dtype)
     # absolute sampling positions per tap k = i * 3 + j: (B, 9, Ho, Wo)
     tap_y = taps[:, None].expand(3, 3).reshape(9)[None, :, None, None]
     tap_x = taps[None, :].expand(3, 3).reshape(9)[None, :, None, None]
     pos_y = base_y[None, None, :, None] + tap_y + offset[:, 0::2]
     pos_x = base_x[None, None, None, :] + tap_x + offset[:, 1::2]
-    # normalise for grid_sample(align_corners=True): -1 -> pixel 0, +1 -> pixel size-1
+    # normalise for grid_sample(align_corners=True): -1 -> pixel 0, +1 -> pixel size-1; outside -> zeros
     grid_x = pos_x * (2.0 / (width - 1)) - 1.0
     grid_y = pos_y * (2.0 / (height - 1)) - 1.0
     grid = torch.stack((grid_x, grid_y), dim=-1).reshape(batch, 9 * out_h, out_w, 2)
     sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    sampled = sampled.reshape(batch, channels, 9, out_h, out_w) * mask[:, None]  # (B, C, 9, Ho, Wo)
+    sampled = sampled.view(batch, channels, 9, out_h, out_w).mul_(mask[:, None])  # (B, C, 9, Ho, Wo)
     columns = sampled.reshape(batch, channels * 9, out_h * out_w)  # (B, C*9, Ho*Wo)
     out = weight.reshape(weight.shape[0], -1) @ columns  # (B, O, Ho*Wo)
     if bias is not None:
@@ -189,11 +192,13 @@ class DyConv(nn.Module):
                 terms.append(
                     F.interpolate(coarser, size=feature.shape[-2:], mode="bilinear", align_corners=True)
                 )
-            stacked = torch.stack(terms)  # (K, B, C, H, W)
-            if self.scale_attn is not None:
-                weights = torch.stack([self._attention(t) for t in terms])  # (K, B, 1, 1, 1)
-                stacked = stacked * weights
-            outputs.append(stacked.mean(dim=0))
+            # mean over the terms, each weighted by its scale-aware attention (official: stack, mul, mean)
+            total = None
+            for term in terms:
+                weighted = term * self._attention(term) if self.scale_attn is not None else term
+                total = weighted if total is None else total.add_(weighted)
+            assert total is not None
+            outputs.append(total.div_(len(terms)))
         if self.dyrelu is not None:
             outputs = [self.dyrelu(o) for o in outputs]
         return outputs
