@@ -128,9 +128,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     add("models", "list released checkpoints and presets")
+    from glip.data.synthetic import add_synth_parser
     from glip.eval.cli import add_eval_parser
 
     add_eval_parser(sub)
+    add_synth_parser(sub)
     return parser
 
 
@@ -375,6 +377,12 @@ def run_models(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_synth(args: argparse.Namespace) -> int:
+    from glip.data.synthetic import run_synth
+
+    return run_synth(args)
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from glip.eval.cli import run_eval
 
@@ -397,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": run_models,
         "train": run_train,
         "eval": _run_eval,
+        "synth": _run_synth,
     }
     try:
         return handlers[args.command](args)
