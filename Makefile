@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,tiny,nlp,eval
 
-.PHONY: demo test install lint format clean
+.PHONY: demo test install lint format clean demo-model
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,10 @@ test: install
 	$(VENV)/bin/ruff format --check glip tests benchmarks
 	$(PY) -m pytest -q; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
+
+# Retrain the bundled demo model (glip/assets/demo_model) from scratch: ~40 min on 2 CPU cores.
+demo-model: install
+	$(PY) experiments/demo_model.py
 
 format: install
 	$(VENV)/bin/ruff format glip tests benchmarks

@@ -142,8 +142,17 @@ def _resolve_model(name: str | None, config: str | None, device: str) -> Any:
 
     from glip.config import get_preset
     from glip.models.glip import build_model
+    from glip.weights.demo import DEMO_MODEL_DIR, demo_model_available
     from glip.weights.loading import load_model, resolve_config
 
+    if name is None and demo_model_available():
+        logger.warning(
+            "no --model given: using the bundled demo model, which only knows the synthetic world of "
+            "coloured shapes (glip synth). Pass --model glip_t (or a checkpoint path) for real images."
+        )
+        return load_model(DEMO_MODEL_DIR, device=device)
+    if name == "demo":
+        return load_model(DEMO_MODEL_DIR, device=device)
     if name is None or name.startswith("random:"):
         preset = "tiny_random" if name is None else name.split(":", 1)[1]
         logger.warning(
@@ -229,32 +238,45 @@ def run_detect(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    import numpy as np
-    from PIL import Image, ImageDraw
+    from glip.weights.demo import DEMO_EXAMPLES_DIR, DEMO_PROMPT, demo_model_available
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # A generated example image until the bundled demo model and its examples exist.
-    rng = np.random.default_rng(0)
-    image = Image.fromarray((rng.random((360, 480, 3)) * 60 + 170).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse([60, 80, 200, 220], fill=(220, 30, 30))
-    draw.rectangle([260, 150, 420, 300], fill=(30, 60, 220))
-    (out / "inputs").mkdir(exist_ok=True)
-    path = out / "inputs" / "example.png"
-    image.save(path)
-    print("glip demo: no trained demo model is bundled yet, so this runs a small RANDOMLY INITIALISED model;")
-    print("the boxes below show the pipeline working end to end, not real detections.")
+    if demo_model_available():
+        images = sorted(str(p) for p in DEMO_EXAMPLES_DIR.glob("*.png"))
+        print(
+            "glip demo: the bundled demo model (the 'tiny' preset trained on the synthetic world of glip synth)"
+        )
+        print(f"on {len(images)} bundled example image(s), prompt: {DEMO_PROMPT!r}")
+        model, threshold = "demo", 0.4
+    else:
+        import numpy as np
+        from PIL import Image, ImageDraw
+
+        rng = np.random.default_rng(0)
+        image = Image.fromarray((rng.random((360, 480, 3)) * 60 + 170).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        draw.ellipse([60, 80, 200, 220], fill=(220, 30, 30))
+        draw.rectangle([260, 150, 420, 300], fill=(30, 60, 220))
+        (out / "inputs").mkdir(exist_ok=True)
+        path = out / "inputs" / "example.png"
+        image.save(path)
+        images = [str(path)]
+        print(
+            "glip demo: no trained demo model is installed, so this runs a small RANDOMLY INITIALISED model;"
+        )
+        print("the boxes below show the pipeline working end to end, not real detections.")
+        model, threshold = "random:tiny_random", 0.0
     code = run_detect(
         argparse.Namespace(
-            images=[str(path)],
-            classes="red circle,blue square",
+            images=images,
+            classes=DEMO_PROMPT,
             classes_file=None,
             caption=None,
             phrases=None,
-            model=None,
+            model=model,
             config=None,
-            threshold=0.0,
+            threshold=threshold,
             chunk_size=None,
             batch_size=1,
             device="cpu",
@@ -262,9 +284,11 @@ def run_demo(args: argparse.Namespace) -> int:
         )
     )
     records = json.loads((out / "predictions.json").read_text())
-    for det in records[0]["detections"][:5]:
-        print(f"  {det['phrase']:<12} score {det['score']:.3f} box {det['box_xyxy']}")
-    print(f"annotated image: {out / 'example.png'}")
+    for record in records:
+        print(f"{Path(record['file']).name}: {len(record['detections'])} detection(s)")
+        for det in record["detections"][:8]:
+            print(f"  {det['phrase']:<16} score {det['score']:.2f} box {[round(v) for v in det['box_xyxy']]}")
+    print(f"annotated images and predictions.json in {out}/")
     return code
 
 

