@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -133,6 +134,7 @@ class GLIPPredictor:
         device: str | torch.device | None = None,
         chunk_size: int | None = None,
         text_cache_size: int = 64,
+        precision: str = "fp32",
     ) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
@@ -140,6 +142,25 @@ class GLIPPredictor:
         self._text_cache: OrderedDict[str, TextFeatures] = OrderedDict()
         self._text_cache_size = text_cache_size
         self.max_query_len = min(model.config.text.max_query_len, MAX_QUERY_LEN)
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
+        if precision != "fp32" and self.device.type == "cpu":
+            from glip.engine.train import cpu_has_native_bf16
+
+            if precision == "fp16" or not cpu_has_native_bf16():
+                raise ValueError(
+                    f"{precision} on this CPU would be far slower than fp32 (no native support): use fp32 on CPU"
+                )
+        self.precision = precision
+
+    def _autocast(self) -> Any:
+        """fp16 / bf16 autocast on GPU (post-processing always in fp32); nothing for fp32."""
+        import contextlib
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str | None = None, **kwargs: Any) -> GLIPPredictor:
@@ -243,7 +264,7 @@ class GLIPPredictor:
             self._text_cache.move_to_end(caption)
             return cached
         tokens = tokenize_captions([caption], max_length=self.max_query_len, pad_to_max=False)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             features = self.model.encode_text(
                 tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
             )
@@ -353,7 +374,8 @@ class GLIPPredictor:
     def _detect_batch(self, batch: ImageBatch, prompts: list[_Prompt]) -> list[Detections]:
         """The backbone + FPN once, then text / fusion / head / post-processing per prompt; chunks are
         concatenated as the official chunked evaluation does (each chunk NMS'd and capped on its own)."""
-        fpn = self.model.encode_images(batch.tensors)
+        with self._autocast():
+            fpn = self.model.encode_images(batch.tensors)
         anchors = self.model.anchor_generator(fpn)
         per_image: list[list[Detections]] = [[] for _ in batch.image_sizes]
         for prompt in prompts:
@@ -364,7 +386,15 @@ class GLIPPredictor:
                 embedded=text.embedded.expand(size, -1, -1),
                 mask=text.mask.expand(size, -1),
             )
-            head = self.model.forward_head(fpn, expanded)
+            with self._autocast():
+                head = self.model.forward_head(fpn, expanded)
+            if self.precision != "fp32":
+                head = dataclasses.replace(
+                    head,
+                    token_logits=[t.float() for t in head.token_logits],
+                    box_regression=[r.float() for r in head.box_regression],
+                    centerness=[c.float() for c in head.centerness],
+                )
             output = GLIPOutput(
                 head=head, anchors=anchors, image_sizes=batch.image_sizes, text=expanded, fpn=fpn
             )
