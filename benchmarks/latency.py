@@ -413,6 +413,19 @@ def run_child(which: str, argv: list[str]) -> dict[str, Any]:
     return result
 
 
+def git_state() -> dict[str, Any]:
+    """Commit of the checkout and whether glip/ has uncommitted changes (the timings depend on the code)."""
+
+    def git(*cmd: str) -> str:
+        proc = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "glip_dirty": bool(git("status", "--porcelain", "glip")),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -444,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
             "torch_threads": args.threads or torch.get_num_threads(),
             "platform": sys.platform,
         },
+        "code": git_state(),
         "image_hw": [args.height, args.width],
         "prompt": "the 80 COCO class names joined by '. '",
         "glip": run_child("glip", child_argv),

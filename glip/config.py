@@ -269,7 +269,12 @@ def tiny() -> GLIPConfig:
         text=TextConfig(bert=dict(MINILM_L6), pretrained="minilm", max_query_len=256),
         fpn_channels=64,
         fpn_drop_block=0.0,
-        head=HeadConfig(channels=64, num_blocks=2, fusion_heads=4, fusion_embed_dim=256),
+        # layer scale 0.01 instead of the official 1 / num_blocks (0.5 here): with the official value and a
+        # frozen small text encoder, the fused word features collapse onto one vector within a few hundred
+        # steps (every phrase then gets the same score); 0.01 lets the fusion grow in gradually.
+        head=HeadConfig(
+            channels=64, num_blocks=2, fusion_heads=4, fusion_embed_dim=256, layer_scale_init=0.01
+        ),
         input=InputConfig(min_size=320, max_size=512, train_min_sizes=(288, 320, 352), train_max_size=512),
     )
 
