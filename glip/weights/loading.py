@@ -254,7 +254,8 @@ def _download(info: WeightsInfo) -> Path:
     try:
         from huggingface_hub import hf_hub_download
 
-        return Path(hf_hub_download(info.repo_id, info.filename))
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        return Path(hf_hub_download(info.repo_id, info.filename, local_files_only=offline))
     except Exception as exc:  # network errors, offline mode, missing repo: all get the same advice
         raise CheckpointError(
             f"could not fetch {info.filename} ({info.description}) from huggingface.co/{info.repo_id}: "
