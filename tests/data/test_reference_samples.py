@@ -70,10 +70,6 @@ def samples(reference, tmp_path):
     return [mdetr[0], coco[0]]
 
 
-def test_reference_dir_location():
-    assert REFERENCE == Path("/work/shared/reference") or not Path("/work/shared/reference").exists()
-
-
 def test_samples_match_official(reference, samples):
     assert [s.caption for s in samples] == reference["captions"]
     for sample, image, boxes, labels in zip(
