@@ -165,26 +165,45 @@ class FusionBlock(nn.Module):
         self.use_checkpoint = use_checkpoint
 
     def fuse_sequence(
-        self, vision: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor | None
+        self,
+        vision: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor | None,
+        update_vision: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """vision: (B, N, C), text: (B, T, D), text_mask: (B, T) -> fused (B, N, C), (B, T, D)."""
+        """vision: (B, N, C), text: (B, T, D), text_mask: (B, T) -> fused (B, N, C), (B, T, D).
+
+        ``update_vision=False`` (GLIPv2 captioning): the image <- text direction is off, the image output is
+        ``LN(v)`` and does not depend on the text; the text still attends to the image.
+        """
         vision = self.vision_norm(vision)
         text = self.text_norm(text)
         delta_vision, delta_text = self.attn(vision, text, text_mask)
+        if not update_vision:
+            return vision, text + self.text_gamma * delta_text
         return vision + self.vision_gamma * delta_vision, text + self.text_gamma * delta_text
 
     def forward(
-        self, features: list[torch.Tensor], text: torch.Tensor, text_mask: torch.Tensor | None
+        self,
+        features: list[torch.Tensor],
+        text: torch.Tensor,
+        text_mask: torch.Tensor | None,
+        update_vision: bool = True,
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """features: L maps (B, C, H_l, W_l); text: (B, T, D) -> (L fused maps, fused text (B, T, D))."""
+        """features: L maps (B, C, H_l, W_l); text: (B, T, D) -> (L fused maps, fused text (B, T, D)).
+
+        ``update_vision=False``: see :meth:`fuse_sequence`.
+        """
         shapes = [f.shape[-2:] for f in features]
         vision = torch.cat([f.flatten(2).transpose(1, 2) for f in features], dim=1)  # (B, sum HW, C)
         if self.use_checkpoint and self.training and torch.is_grad_enabled():
             from torch.utils.checkpoint import checkpoint
 
-            vision, text = checkpoint(self.fuse_sequence, vision, text, text_mask, use_reentrant=False)
+            vision, text = checkpoint(
+                self.fuse_sequence, vision, text, text_mask, update_vision, use_reentrant=False
+            )
         else:
-            vision, text = self.fuse_sequence(vision, text, text_mask)
+            vision, text = self.fuse_sequence(vision, text, text_mask, update_vision)
         out, start = [], 0
         for h, w in shapes:
             level = vision[:, start : start + h * w].transpose(1, 2)  # (B, C, HW)

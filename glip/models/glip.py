@@ -71,15 +71,24 @@ class GLIP(nn.Module):
         """images: (B, 3, H, W) normalised -> P3..P7, each (B, C, H_l, W_l)."""
         return self.fpn(self.backbone(images)[-3:])
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
-        """input_ids, attention_mask: (B, T) -> text features (trimmed to the longest prompt if enabled)."""
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, causal: bool = False
+    ) -> TextFeatures:
+        """input_ids, attention_mask: (B, T) -> text features (trimmed to the longest prompt if enabled).
+
+        ``causal=True``: unidirectional text attention (see :meth:`forward`).
+        """
         if self.trim_text_padding:
             length = max(int(attention_mask.sum(dim=1).max()), 1)
             input_ids, attention_mask = input_ids[:, :length], attention_mask[:, :length]
+        if causal:
+            return self.text_encoder(input_ids, attention_mask, causal=True)
         return self.text_encoder(input_ids, attention_mask)
 
-    def forward_head(self, fpn: list[torch.Tensor], text: TextFeatures) -> HeadOutput:
+    def forward_head(self, fpn: list[torch.Tensor], text: TextFeatures, causal: bool = False) -> HeadOutput:
         """The VL-DyHead on precomputed image and text features."""
+        if causal:
+            return self.head(fpn, text.hidden, text.embedded, text.mask, causal=True)
         return self.head(fpn, text.hidden, text.embedded, text.mask)
 
     # ------------------------------------------------------------------ forward
@@ -89,12 +98,19 @@ class GLIP(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         fpn: list[torch.Tensor] | None = None,
+        causal: bool = False,
     ) -> GLIPOutput:
-        """images: padded batch (B, 3, H, W); input_ids/attention_mask: (B, T). ``fpn`` skips the backbone."""
+        """images: padded batch (B, 3, H, W); input_ids/attention_mask: (B, T). ``fpn`` skips the backbone.
+
+        ``causal=True`` (GLIPv2 captioning mode): text token t attends only to tokens <= t in the text
+        encoder and the in-head BERT layers, and the fusion blocks do not update the image features (text
+        still attends to the image): image features and box outputs do not depend on the text, and the
+        logits of token t do not depend on later tokens.
+        """
         if fpn is None:
             fpn = self.encode_images(images.tensors)
-        text = self.encode_text(input_ids, attention_mask)
-        head = self.forward_head(fpn, text)
+        text = self.encode_text(input_ids, attention_mask, causal=causal)
+        head = self.forward_head(fpn, text, causal=causal)
         anchors = self.anchor_generator(fpn)
         return GLIPOutput(
             head=head, anchors=anchors, image_sizes=list(images.image_sizes), text=text, fpn=fpn

@@ -101,12 +101,13 @@ class HeadBlock(nn.Module):
         self.dyconv = DyConv(channels, channels, use_deform, use_dyfuse, use_dyrelu, gn_groups)
 
     def forward(
-        self, features: list[torch.Tensor], text: torch.Tensor, text_mask: torch.Tensor
+        self, features: list[torch.Tensor], text: torch.Tensor, text_mask: torch.Tensor, causal: bool = False
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``causal=True``: causal BERT layer, and the fusion does not update the image (GLIPv2 captioning)."""
         if self.fusion is not None:
-            features, text = self.fusion(features, text, text_mask)
+            features, text = self.fusion(features, text, text_mask, update_vision=not causal)
         if self.text_layer is not None:
-            text = self.text_layer(text, text_mask)
+            text = self.text_layer(text, text_mask, causal=causal)
         return self.dyconv(features), text
 
 
@@ -209,16 +210,26 @@ class VLDyHead(nn.Module):
         return logits
 
     def forward(
-        self, features: list[torch.Tensor], hidden: torch.Tensor, embedded: torch.Tensor, mask: torch.Tensor
+        self,
+        features: list[torch.Tensor],
+        hidden: torch.Tensor,
+        embedded: torch.Tensor,
+        mask: torch.Tensor,
+        causal: bool = False,
     ) -> HeadOutput:
-        """features: L FPN maps (B, C, H_l, W_l); hidden/embedded: (B, T, D) text; mask: (B, T)."""
+        """features: L FPN maps (B, C, H_l, W_l); hidden/embedded: (B, T, D) text; mask: (B, T).
+
+        ``causal=True`` (GLIPv2 captioning): the in-head BERT layers attend causally and the fusion blocks do
+        not update the image features, so box regression / centerness / tower features do not depend on the
+        text, and token t's logits depend only on tokens <= t.
+        """
         if self.prompt_offset is not None:
             offset = self.prompt_offset[: hidden.shape[1]][None]  # (1, T, D)
             hidden = hidden + offset
             embedded = embedded + offset
         text = hidden
         for block in self.blocks:
-            features, text = block(features, text, mask)
+            features, text = block(features, text, mask, causal=causal)
         score_text = text if self.fused_text_for_score else embedded
         return HeadOutput(
             token_logits=self.token_scores(features, score_text),

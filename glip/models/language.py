@@ -52,12 +52,40 @@ class TextEncoder(nn.Module):
             for p in self.bert.parameters():
                 p.requires_grad_(False)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
-        """input_ids, attention_mask: (B, T) int64 -> :class:`TextFeatures` with D = hidden size."""
-        output = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, causal: bool = False
+    ) -> TextFeatures:
+        """input_ids, attention_mask: (B, T) int64 -> :class:`TextFeatures` with D = hidden size.
+
+        ``causal=True`` (GLIPv2 captioning): token t attends only to real tokens at positions <= t.
+        """
+        bert_mask = hf_causal_mask(attention_mask, self.bert.dtype) if causal else attention_mask
+        output = self.bert(input_ids=input_ids, attention_mask=bert_mask)
         hidden = output.last_hidden_state  # (B, T, D)
         embedded = hidden * attention_mask.unsqueeze(-1).to(hidden.dtype)
         return TextFeatures(hidden=hidden, embedded=embedded, mask=attention_mask)
+
+
+def causal_keep_mask(mask: torch.Tensor) -> torch.Tensor:
+    """mask: (B, T) 1 = real token -> (B, T, T) bool, True where query t may attend key s (s <= t, s real)."""
+    length = mask.shape[1]
+    lower = torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()  # (T, T)
+    return lower[None] & (mask[:, None, :] > 0)
+
+
+def hf_causal_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The causal mask in the form the installed ``transformers`` BertModel takes as ``attention_mask``.
+
+    transformers >= 5 returns a 4-D mask as is and adds it to the attention scores: (B, 1, T, T) additive
+    (0 / finfo.min). transformers 4.x expands a 3-D (B, T, T) {0, 1} mask itself.
+    """
+    import transformers
+
+    keep = causal_keep_mask(mask)
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        additive = torch.zeros(keep.shape, dtype=dtype, device=mask.device)
+        return additive.masked_fill(~keep, torch.finfo(dtype).min)[:, None]  # (B, 1, T, T)
+    return keep.to(mask.dtype)  # (B, T, T)
 
 
 def load_minilm_weights(bert: nn.Module) -> None:
@@ -172,9 +200,17 @@ class TextLayer(nn.Module):
         self.intermediate = _Intermediate(hidden, intermediate)
         self.output = _Output(intermediate, hidden, eps, dropout)
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """hidden: (B, T, D); mask: (B, T) 1 = real token -> (B, T, D)."""
-        # HF get_extended_attention_mask: (1 - mask) * finfo.min, broadcast over heads and queries.
-        additive = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """hidden: (B, T, D); mask: (B, T) 1 = real token -> (B, T, D).
+
+        ``causal=True``: token t attends only to real tokens at positions <= t (GLIPv2 captioning).
+        """
+        if causal:
+            keep = causal_keep_mask(mask)[:, None]  # (B, 1, T, T)
+            additive = torch.zeros(keep.shape, dtype=hidden.dtype, device=hidden.device)
+            additive = additive.masked_fill(~keep, torch.finfo(hidden.dtype).min)
+        else:
+            # HF get_extended_attention_mask: (1 - mask) * finfo.min, broadcast over heads and queries.
+            additive = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
         attended = self.attention(hidden, additive)
         return self.output(self.intermediate(attended), attended)
