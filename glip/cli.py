@@ -41,6 +41,15 @@ EXAMPLES = {
     "models": """examples:
   glip models
 """,
+    "pseudo-label": """examples:
+  glip pseudo-label --teacher glip_t --captions pairs.jsonl --images images/ --out pseudo.jsonl
+  glip pseudo-label --teacher runs/teacher/model --captions synth/train/captions.jsonl \\
+      --images synth/train/images --out pseudo/train.jsonl --threshold 0.5 --batch-size 8
+  torchrun --nproc-per-node 8 -m glip.cli pseudo-label --teacher glip_l --captions cc3m.jsonl \\
+      --images cc3m/ --out cc3m_pseudo.jsonl --batch-size 8 --resume
+  glip pseudo-label ... --resume        # continue a killed run (finished shards are kept)
+  glip pseudo-label ... --merge         # only merge the shards of finished ranks
+""",
 }
 
 
@@ -128,6 +137,21 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     add("models", "list released checkpoints and presets")
+    pseudo = add("pseudo-label", "pseudo-label image-caption pairs with a teacher (self-training)")
+    pseudo.add_argument("--teacher", required=True, help="released name, saved directory or official .pth")
+    pseudo.add_argument("--config", default=None, help="preset name or official YAML for an official .pth")
+    pseudo.add_argument("--captions", required=True, help='JSONL lines {"image": path or URL, "caption": ...}')
+    pseudo.add_argument("--images", default=None, help="directory the image paths are relative to")
+    pseudo.add_argument("--out", required=True, help="output ODVG grounding JSONL (shards in OUT.parts/)")
+    pseudo.add_argument("--threshold", type=float, default=0.5, help="keep boxes scoring above (0.5)")
+    pseudo.add_argument("--max-phrases", type=int, default=None, help="noun phrases per caption (all)")
+    pseudo.add_argument("--max-boxes-per-phrase", type=int, default=10, help="cap per phrase (10)")
+    pseudo.add_argument("--nms", type=float, default=0.5, help="per-phrase NMS IoU (0.5)")
+    pseudo.add_argument("--batch-size", type=int, default=1, help="pairs per forward pass (1)")
+    pseudo.add_argument("--shard-size", type=int, default=1000, help="input lines per output shard (1000)")
+    pseudo.add_argument("--resume", action="store_true", help="continue a killed run in OUT.parts/")
+    pseudo.add_argument("--merge", action="store_true", help="only merge finished shards into OUT")
+    pseudo.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda")
     from glip.data.synthetic import add_synth_parser
     from glip.eval.cli import add_eval_parser
 
@@ -390,6 +414,59 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_pseudo_label(args: argparse.Namespace) -> int:
+    """``glip pseudo-label``: the same command on one CPU or under torchrun (each rank its own shards)."""
+    import torch
+
+    from glip.engine.distributed import cleanup, init_distributed
+    from glip.selftrain import PseudoLabelConfig, Teacher, merge_shards, pseudo_label, read_lines
+
+    config = PseudoLabelConfig(
+        threshold=args.threshold,
+        max_phrases=args.max_phrases,
+        max_boxes_per_phrase=args.max_boxes_per_phrase,
+        nms_iou=args.nms,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+    )
+    if args.merge:
+        summary = merge_shards(args.out, sum(1 for _ in read_lines(args.captions)))
+    else:
+        device = args.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        info = init_distributed(device)
+        if device == "cuda":
+            device = f"cuda:{info.local_rank}"
+        try:
+            teacher = Teacher(_resolve_model(args.teacher, args.config, device), device=device)
+            result = pseudo_label(
+                teacher,
+                read_lines(args.captions),
+                args.images,
+                args.out,
+                config,
+                resume=args.resume,
+                rank=info.rank,
+                world_size=info.world_size,
+                teacher_name=args.teacher,
+                captions=str(args.captions),
+            )
+        finally:
+            cleanup()
+        if result is None:  # ranks > 0: rank 0 merges and reports
+            return 0
+        summary = result
+    stats = summary.stats
+    print(
+        f"{stats.pairs} pairs: {stats.records} records written to {summary.output} ({stats.boxes} boxes, "
+        f"{stats.phrases_kept} phrases, {len(stats.unique_phrases)} unique), {stats.no_confident_phrase} "
+        f"without a confident phrase, {stats.bad_images} unreadable images, {stats.bad_records} bad records; "
+        f"statistics in {summary.stats_path} and {summary.histogram_path}"
+    )
+    return 1 if stats.bad_images or stats.bad_records else 0
+
+
 def run_models(_args: argparse.Namespace) -> int:
     from glip.config import PRESETS
     from glip.weights.registry import RELEASED
@@ -430,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": run_train,
         "eval": _run_eval,
         "synth": _run_synth,
+        "pseudo-label": run_pseudo_label,
     }
     try:
         return handlers[args.command](args)

@@ -1,0 +1,125 @@
+"""The streaming / sharded pseudo-labelling pipeline in one process: output format, bad inputs, resume rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from glip.data.build import build_dataset
+from glip.selftrain.pseudo_label import (
+    PseudoLabelConfig,
+    merge_shards,
+    output_paths,
+    pseudo_label,
+    read_lines,
+    resolve_image,
+)
+from glip.selftrain.teacher import Teacher
+
+from .conftest import small_random_model
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return Teacher(small_random_model())
+
+
+def _corpus_with_problems(corpus: Path, tmp: Path) -> Path:
+    lines = (corpus / "captions.jsonl").read_text().splitlines()
+    (tmp / "broken.png").write_bytes(b"not a png at all")
+    extra = [
+        json.dumps({"image": "missing.png", "caption": "a red circle"}),
+        json.dumps({"image": str(tmp / "broken.png"), "caption": "a blue square"}),
+        '{"image": "train_000000.png", "caption": ',  # malformed JSON
+        "",  # blank lines are skipped silently
+        json.dumps({"image": "train_000001.png", "caption": "quickly, very quickly!"}),  # no noun phrase
+        json.dumps({"image": "train_000002.png"}),  # no caption
+    ]
+    path = tmp / "captions.jsonl"
+    path.write_text("\n".join(lines[:3] + extra + lines[3:]) + "\n")
+    return path
+
+
+def test_output_is_odvg_grounding_with_exact_spans_and_stats(teacher, corpus, tmp_path):
+    captions = _corpus_with_problems(corpus, tmp_path)
+    out = tmp_path / "pseudo.jsonl"
+    config = PseudoLabelConfig(threshold=0.5, shard_size=4, batch_size=2, max_boxes_per_phrase=3)
+    summary = pseudo_label(teacher, read_lines(captions), corpus / "images", out, config)
+    stats = summary.stats
+    num_lines = len(captions.read_text().splitlines())
+    assert summary.num_lines == num_lines and summary.num_shards == -(-num_lines // 4)
+    assert (stats.pairs, stats.bad_images, stats.bad_records) == (11, 2, 3)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert stats.records == len(records) == 6 - stats.no_confident_phrase
+    assert len(records) >= 3, "the untrained teacher (bias 0) should clear 0.5 somewhere"
+    assert [r["source_line"] for r in records] == sorted(r["source_line"] for r in records)
+    boxes = phrases = 0
+    for record in records:
+        caption = record["grounding"]["caption"]
+        assert record["filename"].startswith("train_") and (record["width"], record["height"]) == (96, 96)
+        for region in record["grounding"]["regions"]:
+            phrases += 1
+            boxes += len(region["bbox"])
+            assert 1 <= len(region["bbox"]) == len(region["scores"]) <= 3
+            assert all(score > 0.5 for score in region["scores"])
+            for beg, end in region["tokens_positive"]:
+                assert 0 <= beg < end <= len(caption)
+                assert caption[beg:end].lower() == region["phrase"].lower()
+            for x1, y1, x2, y2 in region["bbox"]:
+                assert 0 <= x1 <= x2 <= 96 and 0 <= y1 <= y2 <= 96
+    assert (stats.boxes, stats.phrases_kept) == (boxes, phrases)
+    assert sum(stats.kept_histogram) == boxes and sum(stats.candidates) >= boxes
+    written = json.loads(summary.stats_path.read_text())
+    assert written["records"] == len(records) and written["num_unique_phrases"] == len(stats.unique_phrases)
+    assert summary.histogram_path.read_bytes()[:4] == b"\x89PNG"
+    problems = [json.loads(line) for line in summary.errors_path.read_text().splitlines()]
+    assert sorted(p["kind"] for p in problems) == ["bad_images"] * 2 + ["bad_records"] * 3
+    assert any("missing.png" in p["error"] for p in problems)
+    # `glip train` reads it as ODVG grounding, with the same boxes (legacy convention) and spans
+    dataset = build_dataset(out, corpus / "images", None)
+    assert type(dataset).__name__ == "ODVGDataset" and len(dataset) == len(records) and dataset.skipped == 0
+    first = dataset.record(0)
+    region = records[0]["grounding"]["regions"][0]
+    x1, y1, x2, y2 = region["bbox"][0]
+    assert first.boxes[0].tolist() == pytest.approx([x1, y1, x2 - 1, y2 - 1], abs=1e-4)
+    assert first.tokens_positive[0] == [tuple(s) for s in region["tokens_positive"]]
+
+
+def test_fresh_run_refuses_an_old_one_and_resume_checks_settings(teacher, corpus, tmp_path):
+    out = tmp_path / "p.jsonl"
+    lines = list(read_lines(corpus / "captions.jsonl"))[:2]
+    config = PseudoLabelConfig(threshold=0.5, shard_size=1)
+    pseudo_label(teacher, lines, corpus / "images", out, config)
+    with pytest.raises(FileExistsError, match="resume"):
+        pseudo_label(teacher, lines, corpus / "images", out, config)
+    with pytest.raises(ValueError, match="threshold: 0.5 -> 0.6"):
+        pseudo_label(teacher, lines, corpus / "images", out, PseudoLabelConfig(threshold=0.6, shard_size=1),
+                     resume=True)  # fmt: skip
+    before = out.read_bytes()
+    summary = pseudo_label(teacher, lines, corpus / "images", out, config, resume=True)  # all done already
+    assert out.read_bytes() == before and summary.num_shards == 2
+    (output_paths(out)["parts"] / "part-000001.json").unlink()  # as if that shard never finished
+    with pytest.raises(ValueError, match=r"1 of 2 shards are not finished: 1 \(lines 1-1\)"):
+        merge_shards(out, 2)
+
+
+def test_resolve_image_paths_and_urls(tmp_path):
+    assert resolve_image("a/b.jpg", tmp_path) == (tmp_path / "a" / "b.jpg", "a/b.jpg")
+    assert resolve_image("/abs/c.png", tmp_path) == (Path("/abs/c.png"), "/abs/c.png")
+    path, name = resolve_image("https://images.example.com/x/y%20z.jpg?size=large#top", tmp_path)
+    assert name == "images.example.com/x/y z.jpg" and path == tmp_path / name
+    with pytest.raises(ValueError, match="leaves the image directory"):
+        resolve_image("http://host/../../etc/passwd", tmp_path)
+    with pytest.raises(FileNotFoundError, match="captions file not found"):
+        read_lines(tmp_path / "nope.jsonl")
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="shard_size"):
+        PseudoLabelConfig(shard_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        PseudoLabelConfig(batch_size=0)
+    with pytest.raises(ValueError, match="threshold"):
+        PseudoLabelConfig(threshold=-0.1)
