@@ -21,6 +21,7 @@ EXAMPLES = {
   glip detect street.jpg --classes "person,bicycle,traffic light" --out results/
   glip detect photos/ --classes-file lvis_names.txt --chunk-size 40 --model glip_t --out results/
   glip detect dog.jpg --caption "a black dog next to a red ball" --phrases "a black dog;a red ball" --out results/
+  glip detect shapes.png --classes "red circle,blue square" --model runs/synth/model --masks --out results/
 """,
     "demo": """examples:
   glip demo                 # runs on the bundled example, writes glip-demo/
@@ -85,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     detect.add_argument("--batch-size", type=int, default=1)
     detect.add_argument("--device", default="cpu")
     detect.add_argument("--out", required=True, help="output directory")
+    detect.add_argument(
+        "--masks",
+        action="store_true",
+        help="also predict and draw instance masks (GLIPv2 mask head; see --mask-head)",
+    )
+    detect.add_argument(
+        "--mask-head",
+        default=None,
+        help="directory of mask_head.safetensors + mask_head.json (default: the --model directory)",
+    )
 
     demo = add("demo", "run the main job on the bundled example and say where the results are")
     demo.add_argument("--out", default="glip-demo")
@@ -216,7 +227,14 @@ def run_detect(args: argparse.Namespace) -> int:
     paths = expand_image_paths(args.images)
     if not paths:
         raise ValueError("no images found in " + ", ".join(args.images))
-    predictor = GLIPPredictor(_resolve_model(args.model, args.config, args.device), device=args.device)
+    mask_head = None
+    if getattr(args, "masks", False):
+        from glip.v2.segmentation import find_mask_head, load_mask_head
+
+        mask_head = load_mask_head(find_mask_head(args.mask_head, args.model))
+    predictor = GLIPPredictor(
+        _resolve_model(args.model, args.config, args.device), device=args.device, mask_head=mask_head
+    )
     # build (and validate) the prompt once, before touching any image
     if classes is not None:
         predictor.class_prompts(classes, args.chunk_size)
@@ -238,6 +256,7 @@ def run_detect(args: argparse.Namespace) -> int:
                 phrases=phrases,
                 threshold=args.threshold,
                 chunk_size=args.chunk_size,
+                masks=mask_head is not None,
             )
         except ImageError as exc:
             # written, not logged: the message must reach stderr whatever logging is configured

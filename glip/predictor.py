@@ -46,7 +46,8 @@ class Prediction:
     """Detections of one image, in original-image pixels.
 
     boxes: (N, 4) float xyxy; scores: (N,); labels: (N,) int64 index into ``names`` (the classes or phrases
-    asked for); phrases: N strings; image_size: (width, height) of the original image.
+    asked for); phrases: N strings; image_size: (width, height) of the original image; masks: (N, H, W) bool
+    instance masks in original-image pixels when asked for (``predict(..., masks=True)``), else None.
     """
 
     boxes: torch.Tensor
@@ -57,13 +58,14 @@ class Prediction:
     image_size: tuple[int, int]
     source: str | None = None
     caption: str | None = None
+    masks: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
 
     def to_dict(self) -> dict[str, Any]:
         width, height = self.image_size
-        return {
+        result = {
             "file": self.source,
             "width": width,
             "height": height,
@@ -80,6 +82,12 @@ class Prediction:
                 )
             ],
         }
+        if self.masks is not None:  # COCO compressed RLE per detection
+            from glip.data.masks import encode_rle
+
+            for entry, mask in zip(result["detections"], self.masks):
+                entry["segmentation"] = encode_rle(mask)
+        return result
 
     def to_coco_results(self, image_id: int, category_ids: Sequence[int]) -> list[dict[str, Any]]:
         """COCO results entries. ``category_ids[label]`` is the category of each label index.
@@ -135,9 +143,12 @@ class GLIPPredictor:
         chunk_size: int | None = None,
         text_cache_size: int = 64,
         precision: str = "fp32",
+        mask_head: torch.nn.Module | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
+        # GLIPv2 mask head (glip.v2.segmentation.MaskHead) for predict(..., masks=True); None: boxes only
+        self.mask_head = mask_head.to(self.device).eval() if mask_head is not None else None
         self.chunk_size = chunk_size
         self._text_cache: OrderedDict[str, TextFeatures] = OrderedDict()
         self._text_cache_size = text_cache_size
@@ -166,6 +177,11 @@ class GLIPPredictor:
     def from_pretrained(cls, name_or_path: str, device: str | None = None, **kwargs: Any) -> GLIPPredictor:
         from glip.weights.loading import load_model
 
+        if "mask_head" not in kwargs:  # a mask head saved beside the model (glip.v2.segmentation)
+            from glip.v2.segmentation import MASK_HEAD_WEIGHTS_FILE, load_mask_head
+
+            if (Path(name_or_path) / MASK_HEAD_WEIGHTS_FILE).is_file():
+                kwargs["mask_head"] = load_mask_head(name_or_path)
         return cls(load_model(name_or_path, device=device or "cpu"), device=device, **kwargs)
 
     # ------------------------------------------------------------------ prompts
@@ -284,8 +300,18 @@ class GLIPPredictor:
         threshold: float = 0.5,
         chunk_size: int | None = None,
         batch_size: int = 1,
+        masks: bool = False,
     ) -> Prediction | list[Prediction]:
-        """Detect ``classes`` or ground ``caption`` in one image (returns a Prediction) or a list (a list)."""
+        """Detect ``classes`` or ground ``caption`` in one image (returns a Prediction) or a list (a list).
+
+        ``masks=True``: also an instance mask per detection (``Prediction.masks``), from the mask head given
+        to the predictor (GLIPv2 segmentation, :mod:`glip.v2.segmentation`).
+        """
+        if masks and self.mask_head is None:
+            raise ValueError(
+                "masks=True needs a mask head: GLIPPredictor(model, mask_head=load_mask_head(DIR)) or a model "
+                "directory holding mask_head.safetensors (glip.v2.segmentation.train_segmentation writes it)"
+            )
         single = not isinstance(images, list | tuple)
         image_list = [images] if single else list(images)
         if (classes is None) == (caption is None):
@@ -308,6 +334,7 @@ class GLIPPredictor:
             threshold,
             batch_size,
             caption_text,
+            masks=masks,
         )
         return results[0] if single else results
 
@@ -319,8 +346,11 @@ class GLIPPredictor:
         threshold: float,
         batch_size: int,
         caption: str | None,
+        masks: bool = False,
     ) -> list[Prediction]:
         cfg = self.model.config.input
+        if masks and self.mask_head is None:
+            raise ValueError("masks=True needs a mask head (GLIPPredictor(..., mask_head=...))")
         for image, source in images:
             if min(resized_hw(image.width, image.height, cfg.min_size, cfg.max_size)) < 1:
                 raise ImageError(
@@ -340,21 +370,36 @@ class GLIPPredictor:
             key = (-(-tensor.shape[-2] // divisor), -(-tensor.shape[-1] // divisor))
             groups.setdefault(key, []).append(index)
         detections: list[Detections | None] = [None] * len(images)
+        mask_probs: list[torch.Tensor | None] = [None] * len(images)
         for indices in groups.values():
             for start in range(0, len(indices), max(batch_size, 1)):
                 chunk = indices[start : start + max(batch_size, 1)]
                 batch = pad_batch([tensors[i] for i in chunk], cfg.size_divisibility).to(self.device)
-                for index, dets in zip(chunk, self._detect_batch(batch, prompts)):
+                probs: list[torch.Tensor] | None = [] if masks else None
+                for index, dets in zip(chunk, self._detect_batch(batch, prompts, mask_probs=probs)):
                     detections[index] = dets
+                for index, prob in zip(chunk, probs or []):
+                    mask_probs[index] = prob
         results = []
-        for (image, source), tensor, dets in zip(images, tensors, detections):
+        for (image, source), tensor, dets, prob in zip(images, tensors, detections, mask_probs):
             assert dets is not None
-            dets = dets.select(dets.scores >= threshold)
+            keep = torch.nonzero(dets.scores >= threshold).reshape(-1)
+            dets = dets.select(keep)
             order = dets.scores.argsort(descending=True)
             dets = dets.select(order)
             scale = torch.tensor(
                 [image.width / tensor.shape[-1], image.height / tensor.shape[-2]] * 2, dtype=torch.float32
             )
+            instance_masks = None
+            if prob is not None and self.mask_head is not None:
+                from glip.v2.segmentation import continuous_boxes, paste_masks
+
+                instance_masks = paste_masks(
+                    prob.cpu()[keep.cpu()][order.cpu()],
+                    continuous_boxes(dets.boxes.detach().cpu().float()) * scale,
+                    (image.height, image.width),
+                    threshold=self.mask_head.config.mask_threshold,
+                )
             labels = dets.labels.cpu() - 1
             results.append(
                 Prediction(
@@ -366,18 +411,25 @@ class GLIPPredictor:
                     image_size=(image.width, image.height),
                     source=source,
                     caption=caption,
+                    masks=instance_masks,
                 )
             )
         return results
 
     @torch.inference_mode()
-    def _detect_batch(self, batch: ImageBatch, prompts: list[_Prompt]) -> list[Detections]:
+    def _detect_batch(
+        self, batch: ImageBatch, prompts: list[_Prompt], mask_probs: list[torch.Tensor] | None = None
+    ) -> list[Detections]:
         """The backbone + FPN once, then text / fusion / head / post-processing per prompt; chunks are
-        concatenated as the official chunked evaluation does (each chunk NMS'd and capped on its own)."""
+        concatenated as the official chunked evaluation does (each chunk NMS'd and capped on its own).
+
+        ``mask_probs``: a list that receives, per image, the mask head's (N, M, M) probabilities of its
+        detections (same order), from the tower features and fused text of each detection's prompt."""
         with self._autocast():
             fpn = self.model.encode_images(batch.tensors)
         anchors = self.model.anchor_generator(fpn)
         per_image: list[list[Detections]] = [[] for _ in batch.image_sizes]
+        per_image_masks: list[list[torch.Tensor]] = [[] for _ in batch.image_sizes]
         for prompt in prompts:
             text = self._text(prompt.caption)
             size = len(batch.image_sizes)
@@ -398,8 +450,25 @@ class GLIPPredictor:
             output = GLIPOutput(
                 head=head, anchors=anchors, image_sizes=batch.image_sizes, text=expanded, fpn=fpn
             )
-            for index, dets in enumerate(self.model.postprocess(output, prompt.label_to_tokens)):
+            found = self.model.postprocess(output, prompt.label_to_tokens)
+            for index, dets in enumerate(found):
                 per_image[index].append(dets)
+            if mask_probs is not None and self.mask_head is not None:
+                from glip.v2.segmentation import detection_masks
+
+                with self._autocast():
+                    probs = detection_masks(
+                        self.mask_head,
+                        head.features,
+                        head.fused_text,
+                        [d.boxes for d in found],
+                        [d.labels for d in found],
+                        prompt.label_to_tokens,
+                    )
+                for index, prob in enumerate(probs):
+                    per_image_masks[index].append(prob.float())
+        if mask_probs is not None:
+            mask_probs.extend(torch.cat(parts) for parts in per_image_masks)
         return [Detections.cat(parts) for parts in per_image]
 
     # ------------------------------------------------------------------ HF pipeline convention

@@ -22,9 +22,30 @@ def _font(size: int) -> Any:
         return ImageFont.load_default()
 
 
-def draw_prediction(image: Image.Image, prediction: Any, max_boxes: int = 100) -> Image.Image:
-    """Return a copy of ``image`` with ``prediction`` (a :class:`glip.predictor.Prediction`) drawn on it."""
+def _blend_masks(canvas: Image.Image, prediction: Any, max_boxes: int, alpha: float) -> Image.Image:
+    """``canvas`` with each instance mask (``prediction.masks`` (N, H, W) bool) tinted in its label colour."""
+    import numpy as np
+
+    pixels = np.asarray(canvas, dtype=np.float32).copy()
+    masks = prediction.masks[:max_boxes].cpu().numpy().astype(bool)
+    labels = prediction.labels.tolist()[:max_boxes]
+    for mask, label in list(zip(masks, labels))[::-1]:  # best drawn last, on top
+        if mask.shape != pixels.shape[:2]:
+            raise ValueError(f"mask of shape {mask.shape} does not fit the image ({pixels.shape[:2]})")
+        pixels[mask] = (1 - alpha) * pixels[mask] + alpha * np.asarray(color(int(label)), dtype=np.float32)
+    return Image.fromarray(pixels.round().clip(0, 255).astype(np.uint8), "RGB")
+
+
+def draw_prediction(
+    image: Image.Image, prediction: Any, max_boxes: int = 100, mask_alpha: float = 0.5
+) -> Image.Image:
+    """Return a copy of ``image`` with ``prediction`` (a :class:`glip.predictor.Prediction`) drawn on it.
+
+    Instance masks (``prediction.masks``, GLIPv2 segmentation) are tinted in their box's colour with opacity
+    ``mask_alpha`` under the boxes and labels."""
     canvas = image.convert("RGB").copy()
+    if getattr(prediction, "masks", None) is not None and len(prediction.masks):
+        canvas = _blend_masks(canvas, prediction, max_boxes, mask_alpha)
     draw = ImageDraw.Draw(canvas)
     line = max(2, round(min(canvas.size) / 250))
     font = _font(max(12, round(min(canvas.size) / 40)))

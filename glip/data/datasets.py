@@ -36,6 +36,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from glip.data.boxes import clip_legacy, xywh_to_legacy_xyxy, xyxy_to_legacy_xyxy
+from glip.data.masks import decode_segmentation, segmentation_problem, stack_masks
 from glip.data.od_prompt import build_od_prompt, class_token_counts
 from glip.data.transforms import EvalTransform
 from glip.data.types import DataError, GroundingRecord, Sample, make_sample
@@ -175,6 +176,7 @@ class _Entry:
     caption: str | None = None  # grounding / caption records; None for detection records
     tokens_positive: list[list[Span]] = field(default_factory=list)
     where: str = ""
+    segmentations: list[Any] | None = None  # COCO segmentation per box (all boxes have one), else None
 
 
 # ------------------------------------------------------------------------------------------- base class
@@ -286,6 +288,16 @@ class GroundingDataset(Dataset):
         kept = torch.nonzero(keep).reshape(-1).tolist()
         return boxes[keep], entry.labels[keep], kept
 
+    def _masks(self, entry: _Entry, image: Image.Image, kept: list[int]) -> torch.Tensor | None:
+        """(G, H, W) bool masks of the kept boxes decoded from their COCO ``segmentation``, or None."""
+        if entry.segmentations is None:
+            return None
+        try:
+            decoded = [decode_segmentation(entry.segmentations[i], image.height, image.width) for i in kept]
+        except ValueError as exc:
+            raise DataError(f"{entry.where}: segmentation: {exc}") from None
+        return stack_masks(decoded, image.height, image.width)
+
     def _build_record(self, index: int, rng: np.random.Generator) -> GroundingRecord:
         raise NotImplementedError
 
@@ -345,6 +357,7 @@ class _DetectionVocabulary:
         labels: torch.Tensor,
         image_id: str,
         rng: np.random.Generator,
+        masks: torch.Tensor | None = None,
     ) -> GroundingRecord:
         prompt = build_od_prompt(
             labels.tolist(),
@@ -372,6 +385,7 @@ class _DetectionVocabulary:
             tokens_positive=[[prompt.spans[int(lab)]] for lab in labels.tolist()],
             caption=prompt.caption,
             image_id=image_id,
+            masks=None if masks is None else masks[keep],
         )
 
 
@@ -446,6 +460,10 @@ class CocoGroundingDataset(_DetectionVocabulary, GroundingDataset):
         remove_images_without_annotations: leave out images without a usable box (official, for training).
         separator: ``DATASETS.SEPARATION_TOKENS`` (". ").
         exif_transpose: apply the EXIF orientation when reading images (official: no).
+        masks: read the annotations' COCO ``segmentation`` (polygons, uncompressed or compressed RLE; needs
+            pycocotools) into ``Target.masks`` (G, H, W) bool, resized / flipped with the image. An image gets
+            masks only when every one of its boxes has one (else ``Target.masks`` is None); a malformed
+            segmentation makes its image a bad record. Default False: segmentations are not read.
     """
 
     source_kind = "coco"
@@ -465,6 +483,7 @@ class CocoGroundingDataset(_DetectionVocabulary, GroundingDataset):
         remove_images_without_annotations: bool = True,
         separator: str = ". ",
         exif_transpose: bool = False,
+        masks: bool = False,
     ) -> None:
         GroundingDataset.__init__(self, image_dir, transform, on_error, max_len, seed, exif_transpose)
         self.source = str(ann_file) if not isinstance(ann_file, Mapping) else "<COCO dict>"
@@ -510,6 +529,7 @@ class CocoGroundingDataset(_DetectionVocabulary, GroundingDataset):
         wanted_ids = None if image_ids is None else set(image_ids)
 
         per_image: dict[Any, list[tuple[list[float], int]]] = {}
+        segmentations: dict[Any, list[Any]] = {}  # image id -> segmentation per box (None where absent)
         bad_images: dict[Any, list[str]] = {}
         for position, ann in enumerate(data["annotations"]):
             if not isinstance(ann, dict):
@@ -534,7 +554,16 @@ class CocoGroundingDataset(_DetectionVocabulary, GroundingDataset):
                 continue
             if category not in self.category_id_to_label:
                 continue  # outside category_subset
+            segmentation = ann.get("segmentation") if masks else None
+            if segmentation in ([], {}):
+                segmentation = None  # converted datasets write empty polygon lists: no mask
+            if segmentation is not None and segmentation_problem(segmentation):
+                bad_images.setdefault(image_id, []).append(
+                    f"annotation {ann.get('id', position)!r}: {segmentation_problem(segmentation)}"
+                )
+                continue
             per_image.setdefault(image_id, []).append((box, self.category_id_to_label[category]))
+            segmentations.setdefault(image_id, []).append(segmentation)
 
         for image_id in sorted(images, key=_id_sort_key):
             if wanted_ids is not None and image_id not in wanted_ids:
@@ -547,6 +576,7 @@ class CocoGroundingDataset(_DetectionVocabulary, GroundingDataset):
             anns = per_image.get(image_id, [])
             if remove_images_without_annotations and not _valid_annotation([b for b, _ in anns]):
                 continue
+            segms = segmentations.get(image_id, [])
             self.entries.append(
                 _Entry(
                     file=file_name,
@@ -556,14 +586,16 @@ class CocoGroundingDataset(_DetectionVocabulary, GroundingDataset):
                     width=width,
                     height=height,
                     where=where,
+                    segmentations=segms if segms and all(m is not None for m in segms) else None,
                 )
             )
 
     def _build_record(self, index: int, rng: np.random.Generator) -> GroundingRecord:
         entry = self.entries[index]
         image = self._read(entry)
-        boxes, labels, _ = self._clipped(entry, image)
-        return self._od_record(image, boxes, labels, entry.image_id, rng)
+        boxes, labels, kept = self._clipped(entry, image)
+        masks = self._masks(entry, image, kept)
+        return self._od_record(image, boxes, labels, entry.image_id, rng, masks)
 
 
 # --------------------------------------------------------------------------------------------- grounding

@@ -62,6 +62,7 @@ __all__ = [
     "make_scene",
     "object_mask",
     "relation_holds",
+    "visible_masks",
     "run_synth",
     "vocabulary",
 ]
@@ -356,6 +357,19 @@ def object_mask(obj: SceneObject, width: int, height: int) -> np.ndarray:
     else:
         draw.polygon(_rotate(_outline(obj.shape, r), obj.angle, cx, cy), fill=255)
     return np.asarray(canvas) > 0
+
+
+def visible_masks(scene: Scene) -> list[np.ndarray]:
+    """(height, width) bool masks of the pixels each object of ``scene`` shows in the image: its own mask
+    (:func:`object_mask`) minus the masks of the objects drawn after it. These are exactly the pixels painted
+    with the object's colours (``glip synth --masks`` writes them as COCO RLE ``segmentation``)."""
+    masks = [object_mask(obj, scene.width, scene.height) for obj in scene.objects]
+    covered = np.zeros((scene.height, scene.width), dtype=bool)
+    visible: list[np.ndarray] = [covered] * len(masks)
+    for index in range(len(masks) - 1, -1, -1):  # front to back
+        visible[index] = masks[index] & ~covered
+        covered = covered | masks[index]
+    return visible
 
 
 def _shade(colour: str) -> np.ndarray:
@@ -721,6 +735,12 @@ def _annotation(
     }
 
 
+def _rle(mask: np.ndarray) -> dict[str, Any]:
+    from glip.data.masks import encode_rle
+
+    return encode_rle(mask)
+
+
 class _Detection:
     """A COCO detection file (and optionally its ODVG records) under one category list."""
 
@@ -742,17 +762,18 @@ class _Detection:
         }
         self.odvg: list[dict[str, Any]] = []
 
-    def add(self, image: dict[str, Any], scene: Scene) -> None:
+    def add(self, image: dict[str, Any], scene: Scene, masks: list[np.ndarray] | None = None) -> None:
         self.coco["images"].append(dict(image))
         instances = []
-        for obj in scene.objects:
+        for index, obj in enumerate(scene.objects):
             if obj.role != "target":
                 continue  # distractors of the task splits are not annotated
             category = self.ids.get((None if self.shape_only else obj.colour, obj.shape))
             if category is None:
                 continue  # e.g. rare concepts in the train detection file
             annotations = self.coco["annotations"]
-            annotations.append(_annotation(len(annotations) + 1, image["id"], obj, category))
+            extra = {} if masks is None else {"segmentation": _rle(masks[index])}
+            annotations.append(_annotation(len(annotations) + 1, image["id"], obj, category, **extra))
             name = self.categories[category - 1][0]
             instances.append({"bbox": _odvg_box(obj.box), "label": category - 1, "category": name})
         if instances:  # ODVG detection records: images with at least one box
@@ -877,10 +898,16 @@ def generate(
     split: str = "train",
     random_aspect: bool = False,
     overwrite: bool = False,
+    masks: bool = False,
 ) -> dict[str, Any]:
     """Write ``num_images`` scenes of ``split`` to ``out_dir`` (see the module docstring and
     ``docs/synthetic.md``). Returns ``{"out_dir", "split", "files": {name: path}, "num_images", "num_objects",
     "detection_boxes", "detection_categories", "grounding_boxes", "grounding_phrases"}``.
+
+    ``masks=True`` (``glip synth --masks``) adds each annotation's exact instance mask to the COCO detection
+    files (``detection.json`` and ``detection_all.json`` / ``detection_seen_names.json``) as a compressed RLE
+    ``segmentation``: the pixels the object shows in the image (:func:`visible_masks`; needs pycocotools).
+    Without it every file is byte-identical to what earlier versions wrote.
 
     Raises:
         ValueError: bad ``num_images`` / ``seed`` / ``size`` / ``split``.
@@ -895,6 +922,10 @@ def generate(
         raise ValueError(f"seed must be >= 0, got {seed}")
     if int(size) < 64:
         raise ValueError(f"size must be >= 64 pixels, got {size}")
+    if masks:
+        from glip.data.masks import _mask_api
+
+        _mask_api()  # ImportError now, before any file is written
     out = Path(out_dir)
     _prepare(out, overwrite)
     words = _words(split)
@@ -910,9 +941,10 @@ def generate(
         file_name = f"{split}_{index:06d}.png"
         scene.image.save(out / "images" / file_name, format="PNG", compress_level=1)
         image = {"id": index + 1, "file_name": file_name, "width": scene.width, "height": scene.height}
-        detection.add(image, scene)
+        instance_masks = visible_masks(scene) if masks else None
+        detection.add(image, scene, instance_masks)
         if extra_name:
-            extra.add(image, scene)
+            extra.add(image, scene, instance_masks)
         grounding.add(image, scene, *build_caption(scene, _seed_sequence(seed, split, index, 1), words))
         caption_rng = _seed_sequence(seed, split, index, 2)
         captions.add(image, scene, *build_caption(scene, caption_rng, words, mention_all=True))
@@ -939,6 +971,8 @@ def generate(
         "size": int(size),
         "random_aspect": bool(random_aspect),
     }
+    if masks:  # only then: files written without masks stay byte-identical
+        settings["masks"] = True
     vocab = {**settings, **vocabulary(), "files": sorted(n for n in files if n != "images")}
     (out / "vocab.json").write_text(json.dumps(vocab, indent=2) + "\n", encoding="utf-8")
     files["vocab.json"] = str(out / "vocab.json")
@@ -972,6 +1006,7 @@ _README_FILES = {
 def _readme(settings: dict[str, Any], counts: dict[str, int], extra_name: str | None) -> str:
     split = settings["split"]
     aspect = " --random-aspect" if settings["random_aspect"] else ""
+    aspect += " --masks" if settings.get("masks") else ""
     names = [n for n in _README_FILES if n not in ("detection_all.json", "detection_seen_names.json")]
     if extra_name:
         names.insert(2, extra_name)
@@ -979,7 +1014,8 @@ def _readme(settings: dict[str, Any], counts: dict[str, int], extra_name: str | 
     lines = [
         "glip synthetic grounding world",
         f"split {split}, seed {settings['seed']}, {settings['num_images']} images of {settings['size']} px"
-        + (" (random aspect)" if aspect else ""),
+        + (" (random aspect)" if settings["random_aspect"] else "")
+        + (", with instance masks" if settings.get("masks") else ""),
         f"{counts['num_objects']} objects, {counts['detection_boxes']} detection boxes in "
         f"{counts['detection_categories']} categories, {counts['grounding_phrases']} grounding phrases",
         "",
@@ -1041,6 +1077,11 @@ def add_synth_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--random-aspect", action="store_true", help="longer side --size, shorter side 0.6-1.0 of it"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a generated set already in --out")
+    parser.add_argument(
+        "--masks",
+        action="store_true",
+        help="add exact instance masks (COCO RLE 'segmentation') to the detection files (needs pycocotools)",
+    )
     return parser
 
 
@@ -1055,8 +1096,9 @@ def run_synth(args: argparse.Namespace) -> int:
             split=args.split,
             random_aspect=args.random_aspect,
             overwrite=args.overwrite,
+            masks=getattr(args, "masks", False),
         )
-    except (ValueError, FileExistsError) as exc:
+    except (ValueError, FileExistsError, ImportError) as exc:
         print(f"glip synth: {exc}", file=sys.stderr)
         return 2
     print(

@@ -27,6 +27,7 @@ from PIL import Image
 from glip.config import InputConfig
 from glip.data.boxes import clip_to_frame, flip_boxes_legacy, resize_boxes
 from glip.data.captions import swap_left_right
+from glip.data.masks import flip_masks, resize_masks
 from glip.data.types import DataError, GroundingRecord
 from glip.preprocess import normalize, resize_image
 
@@ -46,7 +47,8 @@ def apply_transform(
     swap_words: bool = True,
 ) -> GroundingRecord:
     """Resize (official rule, PIL bilinear) -> optional horizontal flip -> normalise, boxes and caption
-    alongside; boxes are then clamped to the image and boxes without extent are dropped with their spans."""
+    alongside; boxes are then clamped to the image and boxes without extent are dropped with their spans.
+    Instance masks (``record.masks``), when present, are resized and flipped with the image."""
     image = record.image
     if not isinstance(image, Image.Image):
         raise DataError(f"{record.image_id}: the transform expects a PIL image, got {type(image).__name__}")
@@ -55,10 +57,12 @@ def apply_transform(
     image = resize_image(image, min_size, max_size)
     new_hw = (image.height, image.width)
     boxes = resize_boxes(record.boxes.to(torch.float32).reshape(-1, 4), old_hw, new_hw)
+    masks = None if record.masks is None else resize_masks(record.masks, new_hw)
     caption, tokens_positive = record.caption, record.tokens_positive
     if flip:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
         boxes = flip_boxes_legacy(boxes, new_hw[1])
+        masks = None if masks is None else flip_masks(masks)
         if swap_words:
             caption, tokens_positive = swap_left_right(caption, tokens_positive)
     tensor = normalize(image, pixel_mean, pixel_std, to_bgr255)
@@ -71,6 +75,7 @@ def apply_transform(
         caption=caption,
         image_id=record.image_id,
         extra={**record.extra, "flipped": flip, "original_hw": old_hw},
+        masks=masks,
     )
     return out if bool(keep.all()) else out.select(keep)
 

@@ -103,6 +103,7 @@ class GroundingRecord:
     tokens_positive: G lists of (beg, end) char spans into ``caption`` (end exclusive).
     caption:         the text.
     image_id:        for messages.
+    masks:           optional (G, H, W) bool instance masks in the frame of ``image`` (segmentation data).
     """
 
     image: Image.Image | torch.Tensor
@@ -112,12 +113,18 @@ class GroundingRecord:
     caption: str
     image_id: str
     extra: dict = field(default_factory=dict)
+    masks: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if len(self.boxes) != len(self.labels) or len(self.boxes) != len(self.tokens_positive):
             raise DataError(
                 f"{self.image_id}: {len(self.boxes)} boxes, {len(self.labels)} labels and "
                 f"{len(self.tokens_positive)} span lists must match"
+            )
+        if self.masks is not None and (self.masks.ndim != 3 or len(self.masks) != len(self.boxes)):
+            raise DataError(
+                f"{self.image_id}: masks of shape {tuple(self.masks.shape)} do not fit {len(self.boxes)} boxes "
+                "(expected (G, H, W))"
             )
 
     @property
@@ -139,6 +146,7 @@ class GroundingRecord:
             caption=self.caption,
             image_id=self.image_id,
             extra=self.extra,
+            masks=None if self.masks is None else self.masks[keep],
         )
 
 
@@ -169,6 +177,7 @@ def make_sample(record: GroundingRecord, max_len: int = MAX_QUERY_LEN) -> Sample
             "not truncated"
         )
     boxes, labels = record.boxes.to(torch.float32).reshape(-1, 4), record.labels.to(torch.int64).reshape(-1)
+    masks = record.masks
     try:
         token_map = create_positive_map(
             encoding_offsets(encoding), record.tokens_positive, max_len, binary=True, caption=caption
@@ -186,11 +195,18 @@ def make_sample(record: GroundingRecord, max_len: int = MAX_QUERY_LEN) -> Sample
             "%s: dropped %d box(es) whose phrase has no token: %s", record.image_id, len(lost), lost
         )
         boxes, labels, token_map = boxes[has_tokens], labels[has_tokens], token_map[has_tokens]
+        if masks is not None:
+            masks = masks[has_tokens]
     if len(labels) and int(labels.min()) < 1:
         raise DataError(f"{record.image_id}: labels must be >= 1, got {labels.tolist()}")
     return Sample(
         image=record.image,
-        target=Target(boxes=boxes, labels=labels, token_map=token_map),
+        target=Target(
+            boxes=boxes,
+            labels=labels,
+            token_map=token_map,
+            masks=masks,
+        ),
         caption=caption,
         image_id=record.image_id,
     )

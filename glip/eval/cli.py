@@ -29,6 +29,7 @@ EXAMPLES = """examples:
       --images flickr30k/flickr30k_images --out results/flickr
   glip eval --task coco --predictions results/predictions.json --ann instances_val2017.json --out scored/
   glip eval ... --out results/coco           # run again after an interruption: cached images are skipped
+  glip eval --task coco --model runs/synth/model --masks --ann synth/test/detection.json --out results/segm
 
 defaults follow the official GLIP evaluation: COCO/ODinW/Flickr 100 detections per image, one prompt
 when the classes fit 256 tokens; LVIS chunks of 40 classes, 300 detections per image, Fixed AP.
@@ -109,6 +110,16 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--no-resume", action="store_true", help="ignore cached predictions in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--examples", type=int, default=8, help="images in examples.png (0: none)")
+    parser.add_argument(
+        "--masks",
+        action="store_true",
+        help="--task coco: also mask AP (COCOeval segm) of a GLIPv2 mask head's masks (see --mask-head)",
+    )
+    parser.add_argument(
+        "--mask-head",
+        default=None,
+        help="directory of mask_head.safetensors + mask_head.json (default: the --model directory)",
+    )
     return parser
 
 
@@ -186,6 +197,10 @@ def _run(args: argparse.Namespace) -> int:
     suite_only = task == "odinw" and len(args.ann) == 1 and _is_suite(Path(args.ann[0]))
     if args.model is None and args.predictions is None and not suite_only:
         raise EvalError("give --model (to run a model) or --predictions (to score a file)")
+    if getattr(args, "masks", False) and (task != "coco" or args.predictions is not None):
+        raise EvalError(
+            "--masks evaluates a model's masks with --task coco --model (not other tasks or files)"
+        )
     for flag in ("batch_size", "max_images", "detections_per_img", "lvis_topk"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
@@ -271,6 +286,11 @@ def _evaluate_model(
         from glip.eval.coco import evaluate_coco
 
         image_dir = Path(image_arg) if image_arg else ann.parent
+        if getattr(args, "masks", False):
+            from glip.v2.segmentation import find_mask_head, load_mask_head
+
+            common["masks"] = True
+            common["mask_head"] = load_mask_head(find_mask_head(args.mask_head, args.model))
         return evaluate_coco(
             resolve(args.model),
             ann,

@@ -160,22 +160,36 @@ def score_coco(
     results: Sequence[Mapping[str, Any]],
     image_ids: Sequence[Any] | None = None,
     backend: str = "pycocotools",
+    iou_type: str = "bbox",
 ) -> DetectionScore:
-    """COCO box AP of ``results`` (COCO results, xywh) against ``dataset``.
+    """COCO box AP of ``results`` (COCO results, xywh) against ``dataset``; ``iou_type="segm"``: mask AP of
+    their ``segmentation`` (COCO RLE) against the ground truth's ``segmentation``.
 
     Args:
         dataset: ground truth (a :class:`CocoDataset`, a path or a dict).
         results: ``[{"image_id", "category_id", "bbox", "score"}]`` (not modified).
         image_ids: evaluate these images only (``params.imgIds``); default all.
         backend: "pycocotools" or "faster-coco-eval" (same numbers).
+        iou_type: "bbox" (the ``bbox`` of each result is scored) or "segm" (its ``segmentation``; the
+            ground truth needs one per annotation, polygons or RLE).
 
     Returns:
         :class:`DetectionScore` with ``COCO_METRICS`` (= ``COCOeval.stats``), per-category AP and curves.
     """
     if not isinstance(dataset, CocoDataset):
         dataset = load_coco_dataset(dataset, "coco")
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     gt_dict = copy.deepcopy(dataset.data)
-    dets = [dict(r, bbox=list(r["bbox"])) for r in results]
+    if iou_type == "bbox":
+        # (loadRes takes the bbox branch and would replace a result's segmentation by its box anyway)
+        dets = [
+            {k: v for k, v in dict(r, bbox=list(r["bbox"])).items() if k != "segmentation"} for r in results
+        ]
+    else:
+        _check_segm(gt_dict, results, dataset.path)
+        # without "bbox", loadRes takes the segmentation branch (area and box from the mask)
+        dets = [{k: v for k, v in r.items() if k != "bbox"} for r in results]
     ids = sorted(image_ids if image_ids is not None else dataset.image_ids, key=sort_key)
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
@@ -189,7 +203,7 @@ def score_coco(
             gt.dataset = gt_dict
             gt.createIndex()
             dt = gt.loadRes(dets) if dets else COCO()  # official: an empty COCO() without detections
-            evaluator = COCOeval(gt, dt, "bbox")
+            evaluator = COCOeval(gt, dt, iou_type)
         elif backend == "faster-coco-eval":
             try:
                 from faster_coco_eval import COCO as FasterCOCO
@@ -198,7 +212,7 @@ def score_coco(
                 raise ImportError("backend 'faster-coco-eval' needs: pip install faster-coco-eval") from None
             gt = FasterCOCO(gt_dict)
             dt = gt.loadRes(dets)
-            evaluator = COCOeval_faster(gt, dt, "bbox", print_function=logger.debug)
+            evaluator = COCOeval_faster(gt, dt, iou_type, print_function=logger.debug)
         else:
             raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
         evaluator.params.imgIds = ids
@@ -216,6 +230,34 @@ def score_coco(
     rows = _category_rows(dataset, dets, ids, precision, cat_ids, iou_thrs)
     curves = precision_curves(precision, iou_thrs, np.asarray(evaluator.params.recThrs))
     return DetectionScore(metrics=metrics, per_category=rows, curves=curves)
+
+
+def _check_segm(gt: Mapping[str, Any], results: Sequence[Mapping[str, Any]], path: str) -> None:
+    """Mask AP needs a segmentation on every ground-truth annotation and every result."""
+    missing = [a.get("id") for a in gt["annotations"] if not a.get("segmentation")]
+    if missing:
+        raise EvalError(
+            f"{path}: mask AP needs a 'segmentation' (polygons or RLE) on every annotation; "
+            f"{len(missing)} have none (ids {missing[:5]})"
+        )
+    bad = [i for i, r in enumerate(results) if not isinstance(r.get("segmentation"), dict)]
+    if bad:
+        raise EvalError(f"mask AP needs a 'segmentation' RLE on every result; results {bad[:5]} have none")
+
+
+def merge_mask_score(box: DetectionScore, mask: DetectionScore) -> DetectionScore:
+    """Box score with the mask metrics added as ``mask_<name>`` (headline and per-category AP / AP50 /
+    AP75); the curves stay the box curves, the mask curves go under ``curves["mask"]``."""
+    metrics = dict(box.metrics)
+    metrics.update({f"mask_{k}": mask.metrics[k] for k in COCO_METRICS})
+    rows = {row["id"]: row for row in mask.per_category}
+    per_category = [
+        {**row, **{f"mask_{k}": rows[row["id"]][k] for k in ("AP", "AP50", "AP75") if row["id"] in rows}}
+        for row in box.per_category
+    ]
+    return DetectionScore(
+        metrics=metrics, per_category=per_category, curves={**box.curves, "mask": mask.curves}
+    )
 
 
 # ----------------------------------------------------------------------------------- with a model
@@ -301,13 +343,15 @@ def evaluate_detection(
     num_examples: int = 8,
     extra_settings: Mapping[str, Any] | None = None,
     collector_factory: Callable[[list[Any], set[Any]], Collector] | None = None,
+    masks: bool = False,
 ) -> EvalResult:
     """Run ``model`` on the images of ``dataset`` with its class-list prompts and score the detections.
 
     Every rank takes part (images sharded, predictions gathered); rank 0 scores and writes the report, and
     every rank returns the same metrics. ``collector_factory(image_ids, example_ids)``: a
     :class:`~glip.eval.inference.Collector` whose merge gives ``(results, example records)`` instead of
-    gathering every record (LVIS: per-category top-k on the fly).
+    gathering every record (LVIS: per-category top-k on the fly). ``masks=True``: the predictor's mask head
+    also segments every detection; records carry a COCO RLE ``segmentation`` per box.
     """
     image_dir = Path(image_dir)
     image_ids = select_images(dataset, max_images)
@@ -354,8 +398,14 @@ def evaluate_detection(
             "pre_nms_thresh": post.pre_nms_thresh,
             "nms_thresh": post.nms_thresh,
         }
+        if masks:  # only then, so that box-only caches keep their fingerprint
+            fingerprint["masks"] = weights_checksum(predictor.mask_head)
 
     def predict(batch: list[WorkItem]) -> list[dict[str, Any]]:
+        if masks:
+            return predict_images(
+                predictor, batch, prompts, names, lambda i: cat_ids[i], batch_size, masks=True
+            )
         return predict_images(predictor, batch, prompts, names, lambda i: cat_ids[i], batch_size)
 
     example_ids = _example_ids(dataset, image_ids, num_examples if report and out_dir is not None else 0)
@@ -425,6 +475,8 @@ def evaluate_coco(
     model_name: str | None = None,
     report: bool = True,
     num_examples: int = 8,
+    masks: bool = False,
+    mask_head: Any = None,
 ) -> EvalResult:
     """COCO box AP of a GLIP model (or :class:`~glip.predictor.GLIPPredictor`) on a COCO-format dataset.
 
@@ -442,9 +494,13 @@ def evaluate_coco(
         override_category: rename categories (official ``DATASETS.OVERRIDE_CATEGORY``).
         caption_prompt: per-class prefix/name/suffix (official ``DATASETS.CAPTION_PROMPT``).
         resume: reuse cached predictions in ``out_dir``.
+        masks: also mask AP (``COCOeval(iouType="segm")``) of the masks of a GLIPv2 mask head (``mask_head``,
+            or the predictor's own); the ground truth needs a ``segmentation`` on every annotation.
+        mask_head: a :class:`glip.v2.segmentation.MaskHead` for ``masks=True``.
 
     Returns:
-        :class:`EvalResult`; ``metrics`` has AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl.
+        :class:`EvalResult`; ``metrics`` has AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl
+        (boxes), and with ``masks`` the same names prefixed ``mask_`` (masks).
     """
     check_backend(backend)
     dataset = load_coco_dataset(ann_file, "coco")
@@ -456,7 +512,18 @@ def evaluate_coco(
         image_dir = Path(ann_file).parent
 
     def scorer(ds: CocoDataset, results: list[dict[str, Any]], ids: list[Any]) -> DetectionScore:
-        return score_coco(ds, results, ids, backend=backend)
+        box = score_coco(ds, results, ids, backend=backend)
+        if not masks:
+            return box
+        return merge_mask_score(box, score_coco(ds, results, ids, backend=backend, iou_type="segm"))
+
+    if masks:
+        _check_segm(dataset.data, [], dataset.path)  # before any inference
+        model = as_predictor(model, device)
+        if mask_head is not None:
+            model.mask_head = mask_head.to(model.device).eval()
+        if model.mask_head is None:
+            raise EvalError("masks=True needs a mask head (mask_head=..., or a predictor that has one)")
 
     return evaluate_detection(
         "coco",
@@ -477,5 +544,6 @@ def evaluate_coco(
         model_name=model_name,
         report=report,
         num_examples=num_examples,
-        extra_settings={"backend": backend},
+        extra_settings={"backend": backend, **({"masks": True} if masks else {})},
+        **({"masks": True} if masks else {}),
     )

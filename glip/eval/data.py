@@ -277,7 +277,7 @@ def records_to_coco_results(
         record = records.get(image_id)
         if record is None:
             continue
-        for box, score, label in zip(record["boxes"], record["scores"], record["labels"]):
+        for index, (box, score, label) in enumerate(zip(record["boxes"], record["scores"], record["labels"])):
             results.append(
                 {
                     "image_id": image_id,
@@ -286,6 +286,8 @@ def records_to_coco_results(
                     "score": float(score),
                 }
             )
+            if "segmentation" in record:  # GLIPv2 masks (COCO RLE), evaluate_coco(masks=True)
+                results[-1]["segmentation"] = record["segmentation"][index]
     return results
 
 

@@ -193,15 +193,22 @@ def predict_images(
     names: Sequence[str],
     label_map: Callable[[int], Any],
     batch_size: int,
+    masks: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the prompts on the items' images; one record per item with boxes in the annotation frame.
 
     ``label_map(index)`` turns the predictor's 0-based name index into the stored label (a category id
     or a phrase index). Threshold 0: the model's own post-processing (pre-NMS 0.05, NMS, detections per
-    image) decides what is kept.
+    image) decides what is kept. ``masks=True``: each record also has ``segmentation``, a COCO RLE per box in
+    the annotation frame (the predictor's mask head).
     """
     images = [(load_eval_image(item.path, item.where), str(item.path)) for item in items]
-    predictions = predictor._predict_loaded(images, prompts, list(names), 0.0, batch_size, None)
+    if masks:
+        predictions = predictor._predict_loaded(
+            images, prompts, list(names), 0.0, batch_size, None, masks=True
+        )
+    else:
+        predictions = predictor._predict_loaded(images, prompts, list(names), 0.0, batch_size, None)
     records = []
     for item, (image, _), prediction in zip(items, images, predictions):
         boxes = prediction.boxes.double()
@@ -224,6 +231,16 @@ def predict_images(
                 "labels": [label_map(int(i)) for i in prediction.labels.tolist()],
             }
         )
+        if masks and prediction.masks is not None:
+            from glip.data.masks import encode_rle
+
+            instance_masks = prediction.masks
+            if item.size is not None and (item.size[0] != image.width or item.size[1] != image.height):
+                size = (int(round(item.size[1])), int(round(item.size[0])))
+                instance_masks = torch.nn.functional.interpolate(
+                    instance_masks[:, None].float(), size=size, mode="nearest"
+                )[:, 0].bool()
+            records[-1]["segmentation"] = [encode_rle(m) for m in instance_masks]
     return records
 
 

@@ -8,6 +8,7 @@ loss (weighted by centerness targets) by the sum of those targets, then multipli
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,9 +32,16 @@ class Target:
     boxes: torch.Tensor
     labels: torch.Tensor
     token_map: torch.Tensor
+    masks: torch.Tensor | None = None  # (G, H, W) bool instance masks in the same frame (segmentation data)
 
     def to(self, device: torch.device | str) -> Target:
-        return Target(self.boxes.to(device), self.labels.to(device), self.token_map.to(device))
+        return dataclasses.replace(
+            self,
+            boxes=self.boxes.to(device),
+            labels=self.labels.to(device),
+            token_map=self.token_map.to(device),
+            masks=None if self.masks is None else self.masks.to(device),
+        )
 
 
 def token_sigmoid_focal_loss(

@@ -1,0 +1,254 @@
+"""GLIPv2 language-guided mask head (glip.v2.segmentation): shapes, matching, targets, paste-back, second
+stage, saving, predictor masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("pycocotools")
+
+from glip.config import get_preset  # noqa: E402
+from glip.data import CocoGroundingDataset, EvalTransform  # noqa: E402
+from glip.data import synthetic as S  # noqa: E402
+from glip.data.types import collate  # noqa: E402
+from glip.models.glip import build_model  # noqa: E402
+from glip.v2.segmentation import (  # noqa: E402
+    MaskHead,
+    MaskHeadConfig,
+    SegmentationTrainConfig,
+    continuous_boxes,
+    detection_masks,
+    load_mask_head,
+    mask_loss,
+    mask_targets,
+    paste_masks,
+    phrase_features,
+    save_mask_head,
+    train_segmentation,
+)
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny_random detector, a mask head for it, and a synthetic set with masks (EvalTransform at 96 px)."""
+    out = tmp_path_factory.mktemp("seg")
+    S.generate(out, 4, seed=1, size=SIZE, split="train", masks=True)
+    config = get_preset("tiny_random")
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    model.head.bias0.data.fill_(0.0)  # so that the random detector returns boxes at threshold 0
+    head = MaskHead(MaskHeadConfig.for_model(config, num_convs=2, conv_channels=32, embed_dim=32))
+    dataset = CocoGroundingDataset(
+        out / "detection.json",
+        out / "images",
+        EvalTransform(SIZE, 160),
+        masks=True,
+        num_negatives=4,
+        shuffle_classes=False,
+    )
+    return {"dir": out, "config": config, "model": model, "head": head, "dataset": dataset}
+
+
+def _forward(model, samples):
+    batch = collate(samples)
+    with torch.no_grad():
+        output = model(batch.images, batch.input_ids, batch.attention_mask)
+    return batch, output
+
+
+def test_config_follows_the_model(setup) -> None:
+    head_config = setup["head"].config
+    assert head_config.in_channels == 64 and head_config.text_dim == 64 and head_config.strides == (8, 16, 32)
+    assert MaskHeadConfig.from_dict(head_config.to_dict()) == head_config
+    with pytest.raises(ValueError, match="unknown"):
+        MaskHeadConfig.from_dict({"nope": 1})
+
+
+def test_levels_by_box_size(setup) -> None:
+    head = setup["head"]
+    boxes = torch.tensor(
+        [[0, 0, 32, 32], [0, 0, 224, 224], [0, 0, 448, 448], [0, 0, 2000, 2000]], dtype=torch.float
+    )
+    # canonical: 224 -> P4 (index 1); 32 -> P3 (clamped); 448 -> P5; bigger stays at the last level
+    assert head.levels(boxes).tolist() == [0, 1, 2, 2]
+
+
+def test_shapes_and_phrase_features(setup) -> None:
+    model, head = setup["model"], setup["head"]
+    samples = [setup["dataset"][0], setup["dataset"][1]]
+    batch, output = _forward(model, samples)
+    token_maps = [t.token_map for t in batch.targets]
+    words = phrase_features(output.head.fused_text, token_maps)
+    count = sum(len(t.boxes) for t in batch.targets)
+    assert words.shape == (count, 64)
+    # hand-computed: mean of the first box's phrase tokens
+    first = batch.targets[0].token_map[0, : output.head.fused_text.shape[1]].bool()
+    assert torch.allclose(words[0], output.head.fused_text[0, first].mean(0), atol=1e-6)
+    logits = head(output.head.features, [t.boxes for t in batch.targets], words)
+    assert logits.shape == (count, 28, 28)
+    with pytest.raises(ValueError, match="no token"):
+        phrase_features(output.head.fused_text[:1], [torch.zeros(1, 256)])
+    with pytest.raises(ValueError, match="phrase features"):
+        head(output.head.features, [t.boxes for t in batch.targets], words[:-1])
+
+
+def test_mask_logits_match_the_words(setup) -> None:
+    """Classification-to-matching: the logits are pixel . word; another phrase gives another mask."""
+    model, head = setup["model"], setup["head"]
+    batch, output = _forward(model, [setup["dataset"][0]])
+    boxes = [batch.targets[0].boxes[:1]]
+    words = phrase_features(output.head.fused_text, [batch.targets[0].token_map[:1]])
+    other = torch.randn_like(words)
+    with torch.no_grad():
+        a = head(output.head.features, boxes, words)
+        b = head(output.head.features, boxes, other)
+        pixels = head.pixel_embeddings(head.pool(output.head.features, boxes))
+        expected = torch.einsum("kemn,ke->kmn", pixels, head.word_embeddings(words)) / np.sqrt(32) + head.bias
+    assert not torch.allclose(a, b)
+    assert torch.allclose(a, expected, atol=1e-5)
+
+
+def test_mask_targets_and_paste_back_are_inverse() -> None:
+    """A disc: sampled on its box grid, then pasted back, it gives the disc again (IoU > 0.95); a full grid
+    pastes to exactly the box."""
+    yy, xx = np.mgrid[0:60, 0:80]
+    disc = torch.from_numpy((xx - 40.5) ** 2 + (yy - 30.5) ** 2 <= 15**2)
+    ys, xs = torch.nonzero(disc, as_tuple=True)
+    box = torch.tensor([[xs.min(), ys.min(), xs.max(), ys.max()]], dtype=torch.float32)  # legacy xyxy
+    grid = mask_targets(disc[None], box, 28)
+    assert grid.shape == (1, 28, 28) and set(grid.unique().tolist()) == {0.0, 1.0}
+    pasted = paste_masks(grid, continuous_boxes(box), (60, 80))[0]
+    iou = (pasted & disc).sum() / (pasted | disc).sum()
+    assert iou > 0.95
+    full = paste_masks(torch.ones(1, 28, 28), torch.tensor([[10.0, 5.0, 30.0, 25.0]]), (40, 50))[0]
+    expected = torch.zeros(40, 50, dtype=torch.bool)
+    expected[5:25, 10:30] = True
+    assert torch.equal(full, expected)
+    clipped = paste_masks(torch.ones(1, 28, 28), torch.tensor([[-5.0, -5.0, 10.0, 10.0]]), (8, 8))[0]
+    assert clipped.all()
+
+
+def test_second_stage_changes_only_the_mask_head(setup, tmp_path: Path) -> None:
+    model, dataset = setup["model"], setup["dataset"]
+    head = MaskHead(setup["head"].config)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    head_before = {k: v.clone() for k, v in head.state_dict().items()}
+    result = train_segmentation(
+        model,
+        head,
+        dataset,
+        SegmentationTrainConfig(out_dir=str(tmp_path), max_steps=3, batch_size=2, log_every=1, device="cpu"),
+    )
+    assert result["step"] == 3 and len(result["history"]) == 3
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        assert torch.equal(value, after[key]), key  # bit-identical, buffers included
+    assert all(p.grad is None for p in model.parameters())
+    assert model.training  # its mode is restored
+    assert any(not torch.equal(v, head.state_dict()[k]) for k, v in head_before.items())
+    loaded = load_mask_head(tmp_path)
+    assert all(torch.equal(v, head.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert (tmp_path / "segmentation_metrics.jsonl").read_text().count("\n") == 3
+    model.eval()
+
+
+def test_second_stage_needs_masks(setup) -> None:
+    plain = CocoGroundingDataset(
+        setup["dir"] / "detection.json", setup["dir"] / "images", EvalTransform(SIZE, 160), num_negatives=2
+    )
+    with pytest.raises(ValueError, match="no sample of the dataset has instance masks"):
+        train_segmentation(
+            setup["model"],
+            MaskHead(setup["head"].config),
+            plain,
+            SegmentationTrainConfig(max_steps=1, device="cpu"),
+        )
+
+
+def test_overfits_one_image(setup) -> None:
+    """On one synthetic image the mask IoU (pasted masks at the ground-truth boxes) rises above 0.7."""
+    model = setup["model"]
+    sample = setup["dataset"][2]
+    batch, output = _forward(model, [sample])
+    target = batch.targets[0]
+    words = phrase_features(output.head.fused_text, [target.token_map])
+    torch.manual_seed(0)
+    head = MaskHead(setup["head"].config)
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+
+    def iou() -> float:
+        with torch.no_grad():
+            probs = head(output.head.features, [target.boxes], words).sigmoid()
+        pasted = paste_masks(probs, continuous_boxes(target.boxes), tuple(sample.image.shape[-2:]))
+        inter = (pasted & target.masks).sum(dim=(1, 2)).float()
+        union = (pasted | target.masks).sum(dim=(1, 2)).float()
+        return float((inter / union).mean())
+
+    start = iou()
+    for _ in range(120):
+        loss = mask_loss(head(output.head.features, [target.boxes], words), [target])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    end = iou()
+    assert end > 0.7 and end > start + 0.1, (start, end)
+
+
+def test_save_load_round_trip(setup, tmp_path: Path) -> None:
+    head = setup["head"]
+    save_mask_head(head, tmp_path)
+    loaded = load_mask_head(tmp_path / "mask_head.safetensors")
+    assert loaded.config == head.config and not loaded.training
+    for key, value in head.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+    with pytest.raises(FileNotFoundError, match="mask head file not found"):
+        load_mask_head(tmp_path / "missing")
+
+
+def test_predictor_masks(setup, tmp_path: Path) -> None:
+    from glip.predictor import GLIPPredictor
+    from glip.weights.loading import save_model
+
+    model, head = setup["model"], setup["head"]
+    image = setup["dir"] / "images" / "train_000000.png"
+    classes = ["red circle", "blue square", "green star"]
+    plain = GLIPPredictor(model)
+    with pytest.raises(ValueError, match="mask head"):
+        plain.predict(image, classes=classes, masks=True)
+    boxes_only = plain.predict(image, classes=classes, threshold=0.0)
+    assert boxes_only.masks is None
+    save_model(model, tmp_path)
+    save_mask_head(head, tmp_path)
+    predictor = GLIPPredictor.from_pretrained(str(tmp_path))  # finds mask_head.safetensors beside the model
+    result = predictor.predict(image, classes=classes, threshold=0.0, masks=True)
+    assert len(result) > 0
+    assert torch.allclose(result.boxes, boxes_only.boxes) and torch.equal(result.labels, boxes_only.labels)
+    assert result.masks.dtype == torch.bool and result.masks.shape == (len(result), SIZE, SIZE)
+    for box, mask in zip(result.boxes.tolist(), result.masks):
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        if len(xs):
+            assert (
+                xs.min() >= int(box[0])
+                and xs.max() <= box[2] + 1
+                and ys.min() >= int(box[1])
+                and ys.max() <= box[3] + 1
+            )
+    assert "segmentation" in result.to_dict()["detections"][0]
+    _, output = _forward(model, [setup["dataset"][0]])
+    probs = detection_masks(
+        head,
+        output.head.features,
+        output.head.fused_text,
+        [torch.zeros(0, 4)],
+        [torch.zeros(0, dtype=torch.long)],
+        {},
+    )
+    assert probs[0].shape == (0, 28, 28)
