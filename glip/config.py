@@ -155,6 +155,20 @@ class PostprocessConfig:
 
 
 @dataclass(frozen=True)
+class V2Config:
+    """GLIPv2 pre-training heads owned by the model (none by default: the model is plain GLIP).
+
+    ``inter_dim``: width of the L_inter projections of region and word features, 0 = no L_inter head;
+    ``inter_temperature``: initial temperature of L_inter (stored as a learnable log-scale);
+    ``mlm_head``: the masked-language-modelling head on the fused text features (``glip/v2/mlm.py``).
+    """
+
+    inter_dim: int = 0
+    inter_temperature: float = 0.07
+    mlm_head: bool = False
+
+
+@dataclass(frozen=True)
 class GLIPConfig:
     """The whole model. Build with :func:`glip.build_model`."""
 
@@ -167,6 +181,7 @@ class GLIPConfig:
     input: InputConfig = field(default_factory=InputConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     name: str = "custom"
+    v2: V2Config = field(default_factory=V2Config)
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +206,7 @@ class GLIPConfig:
             "anchors": AnchorConfig,
             "input": InputConfig,
             "postprocess": PostprocessConfig,
+            "v2": V2Config,
         }
         kwargs: dict[str, Any] = {"backbone": _build(backbone_cls, backbone)}
         for key, value in data.items():

@@ -72,6 +72,14 @@ class TrainConfig:
     reg_loss_weight: float = 2.0
     deterministic: bool = False
     progress: bool = True
+    # GLIPv2 losses (docs/glipv2.md): L = ground_loss_weight * L_ground + inter_loss_weight * L_inter
+    # + mlm_loss_weight * L_mlm; a weight of 0 switches a loss off (L_inter / L_mlm are off by default).
+    ground_loss_weight: float = 1.0
+    inter_loss_weight: float = 0.0
+    inter_temperature: float | None = None  # None: the head's learnable temperature; a float: fixed
+    inter_gather: bool = True  # contrast against the captions of every DDP process
+    mlm_loss_weight: float = 0.0
+    mlm_probability: float = 0.15
 
 
 class ShardedEpochSampler(Sampler[int]):
@@ -154,9 +162,30 @@ def _autocast(config: TrainConfig, device: torch.device) -> tuple[contextlib.Abs
 
 
 def compute_losses(model: nn.Module, batch: Any, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """Forward + GLIP losses for one :class:`glip.data.types.Batch` already on the model's device."""
-    output = model(batch.images, batch.input_ids, batch.attention_mask)
-    losses, _ = glip_losses(
+    """Forward + GLIP losses for one :class:`glip.data.types.Batch` already on the model's device.
+
+    With ``mlm_loss_weight > 0`` the captions are masked (BERT recipe) *before* the one forward, so the
+    grounding loss, L_inter and L_mlm are all computed on the masked text (joint training, as GLIPv2); the
+    grounding targets are unchanged. Extra keys: ``loss_inter``, ``loss_mlm`` (already weighted).
+    """
+    input_ids, mlm_labels, heads = batch.input_ids, None, []
+    if config.inter_loss_weight > 0:
+        heads.append("inter")
+    if config.mlm_loss_weight > 0:
+        from glip.v2.mlm import bert_special_ids, mask_tokens
+
+        bare = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        mask_id, special = bert_special_ids()
+        vocab = int(bare.config.text.bert["vocab_size"])
+        input_ids, mlm_labels = mask_tokens(
+            input_ids, batch.attention_mask, vocab, mask_id, special, config.mlm_probability
+        )
+        heads.append("mlm")
+    if heads:
+        output = model(batch.images, input_ids, batch.attention_mask, v2=tuple(heads))
+    else:
+        output = model(batch.images, batch.input_ids, batch.attention_mask)
+    losses, assignments = glip_losses(
         output.head.token_logits,
         output.head.box_regression,
         output.head.centerness,
@@ -166,6 +195,26 @@ def compute_losses(model: nn.Module, batch: Any, config: TrainConfig) -> dict[st
         topk=config.topk,
         reg_loss_weight=config.reg_loss_weight,
     )
+    if config.ground_loss_weight != 1.0:
+        losses = {k: v * config.ground_loss_weight for k, v in losses.items()}
+    if config.inter_loss_weight > 0:
+        from glip.v2.contrastive import inter_image_loss
+
+        inter = inter_image_loss(
+            output,
+            batch.targets,
+            [a.matched_gt for a in assignments],
+            temperature=config.inter_temperature,
+            gather=config.inter_gather,
+        )
+        losses["loss_inter"] = inter * config.inter_loss_weight
+    if mlm_labels is not None:
+        from glip.v2.mlm import mlm_loss
+
+        length = output.v2["mlm_logits"].shape[1]  # text trimmed to the longest caption
+        losses["loss_mlm"] = (
+            mlm_loss(output.v2["mlm_logits"], mlm_labels[:, :length]) * config.mlm_loss_weight
+        )
     return losses
 
 
@@ -235,7 +284,14 @@ def fit(
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
+    if config.inter_loss_weight > 0 or config.mlm_loss_weight > 0:
+        from glip.v2.heads import ensure_v2_heads
+
+        ensure_v2_heads(model, inter=config.inter_loss_weight > 0, mlm=config.mlm_loss_weight > 0)
     trainable = apply_tuning(model, config.tune, config.freeze)
+    if config.inter_loss_weight > 0 and config.inter_temperature is not None:
+        model.v2_heads["inter"].log_scale.requires_grad_(False)  # fixed temperature
+        trainable = [n for n in trainable if n != "v2_heads.inter.log_scale"]
     model.to(device)
     if not trainable:
         raise ValueError("no trainable parameters: check --tune / --freeze")

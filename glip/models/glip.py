@@ -34,6 +34,9 @@ class GLIPOutput:
     anchors: L tensors (H_l*W_l, 4) xyxy, shared by the batch.
     image_sizes: unpadded (H, W) per image.
     text: the text encoder's output (hidden, embedded, mask), possibly trimmed to the longest prompt.
+    fpn: P3..P7 before fusion, each (B, C, H_l, W_l).
+    v2: outputs of the GLIPv2 heads asked for with ``forward(..., v2=...)`` (see
+        :func:`glip.v2.heads.forward_v2_heads`), else None.
     """
 
     head: HeadOutput
@@ -41,6 +44,7 @@ class GLIPOutput:
     image_sizes: list[tuple[int, int]]
     text: TextFeatures
     fpn: list[torch.Tensor]
+    v2: dict[str, torch.Tensor] | None = None
 
 
 class GLIP(nn.Module):
@@ -65,6 +69,8 @@ class GLIP(nn.Module):
         # Drop text padding beyond the longest real prompt of the batch. Exact: padded tokens are masked
         # everywhere they could reach real tokens or image features (see docs/architecture.md).
         self.trim_text_padding = True
+        # GLIPv2 pre-training heads (glip/v2/heads.py); None for plain GLIP, so official checkpoints load strictly
+        self.v2_heads: nn.ModuleDict | None = None
 
     # ------------------------------------------------------------------ pieces
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -99,6 +105,7 @@ class GLIP(nn.Module):
         attention_mask: torch.Tensor,
         fpn: list[torch.Tensor] | None = None,
         causal: bool = False,
+        v2: Sequence[str] = (),
     ) -> GLIPOutput:
         """images: padded batch (B, 3, H, W); input_ids/attention_mask: (B, T). ``fpn`` skips the backbone.
 
@@ -106,14 +113,21 @@ class GLIP(nn.Module):
         encoder and the in-head BERT layers, and the fusion blocks do not update the image features (text
         still attends to the image): image features and box outputs do not depend on the text, and the
         logits of token t do not depend on later tokens.
+
+        ``v2``: names of GLIPv2 heads to run (``"inter"``, ``"mlm"``); their outputs go to ``GLIPOutput.v2``.
         """
         if fpn is None:
             fpn = self.encode_images(images.tensors)
         text = self.encode_text(input_ids, attention_mask, causal=causal)
         head = self.forward_head(fpn, text, causal=causal)
         anchors = self.anchor_generator(fpn)
+        v2_out = None
+        if v2:
+            from glip.v2.heads import forward_v2_heads
+
+            v2_out = forward_v2_heads(self, fpn, text, head, v2)
         return GLIPOutput(
-            head=head, anchors=anchors, image_sizes=list(images.image_sizes), text=text, fpn=fpn
+            head=head, anchors=anchors, image_sizes=list(images.image_sizes), text=text, fpn=fpn, v2=v2_out
         )
 
     def postprocess(
@@ -202,4 +216,9 @@ def build_model(config: GLIPConfig) -> GLIP:
         use_checkpoint=head_cfg.use_checkpoint,
     )
     anchors = AnchorGenerator(config.anchors.sizes, config.anchors.strides)
-    return GLIP(backbone, fpn, text_encoder, head, anchors, config)
+    model = GLIP(backbone, fpn, text_encoder, head, anchors, config)
+    if config.v2.inter_dim > 0 or config.v2.mlm_head:
+        from glip.v2.heads import build_v2_heads
+
+        model.v2_heads = build_v2_heads(config)
+    return model
