@@ -59,12 +59,15 @@ def apply_transform(
     boxes = resize_boxes(record.boxes.to(torch.float32).reshape(-1, 4), old_hw, new_hw)
     masks = None if record.masks is None else resize_masks(record.masks, new_hw)
     caption, tokens_positive = record.caption, record.tokens_positive
+    extra = dict(record.extra)
     if flip:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
         boxes = flip_boxes_legacy(boxes, new_hw[1])
         masks = None if masks is None else flip_masks(masks)
         if swap_words:
             caption, tokens_positive = swap_left_right(caption, tokens_positive)
+            if record.extra.get("phrase_spans"):  # GLIPv2 prompt phrases move with the edit too
+                extra = {**extra, "phrase_spans": swap_left_right(record.caption, extra["phrase_spans"])[1]}
     tensor = normalize(image, pixel_mean, pixel_std, to_bgr255)
     boxes, keep = clip_to_frame(boxes, new_hw[1], new_hw[0])
     out = GroundingRecord(
@@ -74,7 +77,7 @@ def apply_transform(
         tokens_positive=[list(spans) for spans in tokens_positive],
         caption=caption,
         image_id=record.image_id,
-        extra={**record.extra, "flipped": flip, "original_hw": old_hw},
+        extra={**extra, "flipped": flip, "original_hw": old_hw},
         masks=masks,
     )
     return out if bool(keep.all()) else out.select(keep)

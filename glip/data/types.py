@@ -182,6 +182,7 @@ def make_sample(record: GroundingRecord, max_len: int = MAX_QUERY_LEN) -> Sample
         token_map = create_positive_map(
             encoding_offsets(encoding), record.tokens_positive, max_len, binary=True, caption=caption
         )
+        phrase_ids, token_phrase_ids = _phrase_identities(record, encoding, token_map, max_len)
     except PromptError as exc:
         raise DataError(f"{record.image_id}: {exc}") from None
     has_tokens = token_map.sum(dim=1) > 0
@@ -195,6 +196,7 @@ def make_sample(record: GroundingRecord, max_len: int = MAX_QUERY_LEN) -> Sample
             "%s: dropped %d box(es) whose phrase has no token: %s", record.image_id, len(lost), lost
         )
         boxes, labels, token_map = boxes[has_tokens], labels[has_tokens], token_map[has_tokens]
+        phrase_ids = phrase_ids[has_tokens]
         if masks is not None:
             masks = masks[has_tokens]
     if len(labels) and int(labels.min()) < 1:
@@ -206,7 +208,29 @@ def make_sample(record: GroundingRecord, max_len: int = MAX_QUERY_LEN) -> Sample
             labels=labels,
             token_map=token_map,
             masks=masks,
+            phrase_ids=phrase_ids,
+            token_phrase_ids=token_phrase_ids,
         ),
         caption=caption,
         image_id=record.image_id,
     )
+
+
+def _phrase_identities(
+    record: GroundingRecord, encoding: object, token_map: torch.Tensor, max_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GLIPv2 category propagation (glip/v2/phrases.py): (G,) phrase id of each box and (max_len,) phrase id
+    of every token. ``record.extra["phrase_spans"]`` (detection prompts: every class name, with or without
+    a box) adds the phrases that have no box."""
+    from glip.v2.phrases import phrase_ids_for_spans, token_phrase_ids
+
+    phrase_ids = phrase_ids_for_spans(record.caption, record.tokens_positive)
+    maps, ids = [], []
+    prompt_spans = record.extra.get("phrase_spans")
+    if prompt_spans:
+        offsets = encoding_offsets(encoding)  # type: ignore[arg-type]
+        maps.append(create_positive_map(offsets, prompt_spans, max_len, binary=True, caption=record.caption))
+        ids.append(phrase_ids_for_spans(record.caption, prompt_spans))
+    maps.append(token_map.reshape(-1, max_len))
+    ids.append(phrase_ids)
+    return phrase_ids, token_phrase_ids(maps, ids)

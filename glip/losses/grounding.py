@@ -33,6 +33,10 @@ class Target:
     labels: torch.Tensor
     token_map: torch.Tensor
     masks: torch.Tensor | None = None  # (G, H, W) bool instance masks in the same frame (segmentation data)
+    # GLIPv2 category propagation (glip/v2/phrases.py): (G,) int64 phrase id of each box, and (T,) int64 the
+    # phrase id of every token position (-1: no phrase). None when the data does not provide them.
+    phrase_ids: torch.Tensor | None = None
+    token_phrase_ids: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Target:
         return dataclasses.replace(
@@ -41,6 +45,8 @@ class Target:
             labels=self.labels.to(device),
             token_map=self.token_map.to(device),
             masks=None if self.masks is None else self.masks.to(device),
+            phrase_ids=None if self.phrase_ids is None else self.phrase_ids.to(device),
+            token_phrase_ids=None if self.token_phrase_ids is None else self.token_phrase_ids.to(device),
         )
 
 
