@@ -5,7 +5,7 @@
 Two arms x several seeds, identical except for the loss: ``L_ground`` alone vs ``L_ground + w * L_inter``
 (``TrainConfig.inter_loss_weight``). The ``tiny`` preset (ImageNet EfficientNet-Lite0 + frozen MiniLM text
 encoder) is trained with ``glip.engine.train.fit`` on detection data of the synthetic world (``glip synth``,
-192 px) restricted to a few colour x shape categories that share colours and shapes (so the words matter);
+160 px) restricted to a few colour x shape categories that share colours and shapes (so the words matter);
 every prompt holds all of them, shuffled. Box AP / AP50 / AR@100 on the held-out ``test`` split (same
 categories) with ``glip.eval.evaluate_coco``. Writes ``experiments/results/v2_inter_loss.json``.
 """
@@ -97,10 +97,10 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--work", default=str(REPO / "outputs" / "v2_inter_loss"))
-    parser.add_argument("--train-images", type=int, default=400)
-    parser.add_argument("--test-images", type=int, default=60)
-    parser.add_argument("--size", type=int, default=192)
-    parser.add_argument("--steps", type=int, default=160)
+    parser.add_argument("--train-images", type=int, default=200)
+    parser.add_argument("--test-images", type=int, default=40)
+    parser.add_argument("--size", type=int, default=160)
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--inter-weight", type=float, default=0.5)
@@ -111,7 +111,7 @@ def main() -> None:
     from glip.data.synthetic import generate
 
     started = time.perf_counter()
-    work = Path(args.work)
+    work = Path(args.work) / f"{args.size}px_{args.train_images}_{args.test_images}"
     names = [n.strip() for n in args.categories.split(",")]
     for split, count in (("train", args.train_images), ("test", args.test_images)):
         if not (work / split / "detection.json").exists():

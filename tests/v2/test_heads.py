@@ -129,3 +129,62 @@ def test_fit_adds_the_heads_and_trains_them(tmp_path, temperature):
         assert log_scale == pytest.approx(initial, abs=1e-7)  # fixed: not optimised
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert "v2_heads.mlm.dense.weight" in state["model"]
+
+
+# ---------------------------------------------------------------------- DDP == one process, combined batch
+DDP_SCRIPT = """
+import sys, torch
+from glip.data.toy import CLASSES, SquaresDataset, deterministic_tiny_random
+from glip.engine.train import TrainConfig, fit
+from glip.models.glip import build_model
+from glip.v2.phrases import phrase_id
+
+class WithPhraseIds(SquaresDataset):
+    def __getitem__(self, index):
+        sample = super().__getitem__(index)
+        target = sample.target
+        target.phrase_ids = torch.tensor([phrase_id(CLASSES[int(label) - 1]) for label in target.labels])
+        target.token_phrase_ids = torch.full((256,), -1, dtype=torch.int64)
+        for row, value in zip(target.token_map, target.phrase_ids):
+            target.token_phrase_ids[row > 0] = value
+        return sample
+
+torch.manual_seed(0)
+model = build_model(deterministic_tiny_random())
+config = TrainConfig(out_dir=sys.argv[1], max_steps=2, batch_size=int(sys.argv[2]), lr=1e-3, progress=False,
+                     ckpt_every=0, inter_loss_weight=1.0)
+fit(model, WithPhraseIds(8, size=96), config)
+"""
+
+
+def test_two_process_ddp_with_inter_loss_equals_one_process(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from glip.engine.checkpoint import load_checkpoint
+
+    repo = Path(__file__).resolve().parents[2]
+    script = tmp_path / "ddp_script.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, str(script), str(tmp_path / "single"), "4"], env=env, cwd=repo)
+    assert single.returncode == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    torchrun += ["--master-addr", "127.0.0.1", "--master-port", str(port)]
+    ddp = subprocess.run([*torchrun, str(script), str(tmp_path / "ddp"), "2"], env=env, cwd=repo)
+    assert ddp.returncode == 0
+    one = load_checkpoint(tmp_path / "single" / "last.pt")["model"]
+    two = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"]
+    assert "v2_heads.inter.region_proj.weight" in one
+    worst = max(
+        (one[k].float() - two[k].float()).abs().max().item() for k in one if one[k].is_floating_point()
+    )
+    assert worst < 1e-4, worst
+    metrics = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == 2 and metrics[-1]["loss_inter"] > 0
