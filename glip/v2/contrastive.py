@@ -118,6 +118,9 @@ def contrastive_loss(
     Features are L2-normalised here. Rows / columns without a positive do not contribute (but their features
     are still negatives for the others). Without any positive the loss is a graph-connected zero.
     """
+    # at least fp32 (autocast may give fp16 projections): logsumexp of scaled cosines
+    regions = regions.to(torch.promote_types(regions.dtype, torch.float32))
+    words = words.to(torch.promote_types(words.dtype, torch.float32))
     sim = F.normalize(regions, dim=-1) @ F.normalize(words, dim=-1).t() * logit_scale  # (N, M)
     positives = targets.to(sim.dtype)
     if not bool(targets.any()):
