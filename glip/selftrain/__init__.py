@@ -10,6 +10,7 @@ from glip.selftrain.pseudo_label import (
     resolve_image,
     run_shards,
 )
+from glip.selftrain.scoring import score_pseudo_labels
 from glip.selftrain.stats import PseudoLabelStats, save_score_histogram
 from glip.selftrain.teacher import GroundingPrompt, PhraseBoxes, Teacher, TeacherConfig, TeacherOutput
 
@@ -29,4 +30,5 @@ __all__ = [
     "resolve_image",
     "run_shards",
     "save_score_histogram",
+    "score_pseudo_labels",
 ]

