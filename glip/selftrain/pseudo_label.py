@@ -352,9 +352,9 @@ def _run_record(config: PseudoLabelConfig, teacher_name: str | None, captions: s
     return {**dataclasses.asdict(config), "teacher": teacher_name, "captions": captions}
 
 
-def _prepare(parts: Path, settings: dict[str, Any], resume: bool, rank: int) -> None:
-    """Check (all ranks) that a fresh run starts clean and a resumed one has the same settings; rank 0
-    writes ``run.json``. Call between barriers."""
+def _prepare(parts: Path, settings: dict[str, Any], resume: bool) -> None:
+    """Check (every rank, before anything is written) that a fresh run starts clean and a resumed one has
+    the same settings."""
     run_file = parts / "run.json"
     if run_file.exists():
         if not resume:
@@ -366,7 +366,7 @@ def _prepare(parts: Path, settings: dict[str, Any], resume: bool, rank: int) -> 
         if changed:
             diffs = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in changed)
             raise ValueError(f"cannot resume {parts} with different settings ({diffs})")
-    elif rank == 0 and parts.exists() and any(parts.glob("part-*.json")):
+    elif parts.exists() and any(parts.glob("part-*.json")):  # every rank decides alike
         raise FileExistsError(f"{parts} holds shards but no run.json: remove it")
 
 
@@ -396,7 +396,7 @@ def run_shards(
     teacher.config = config.teacher_config()  # the run's selection rules, recorded in run.json
     parts = output_paths(out)["parts"]
     settings = _run_record(config, teacher_name, captions)
-    _prepare(parts, settings, resume, rank)
+    _prepare(parts, settings, resume)
     _barrier()
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
