@@ -123,3 +123,40 @@ def test_config_is_validated():
         PseudoLabelConfig(batch_size=0)
     with pytest.raises(ValueError, match="threshold"):
         PseudoLabelConfig(threshold=-0.1)
+
+
+def test_student_trains_on_human_data_mixed_with_pseudo_labels(teacher, corpus, tmp_path):
+    from glip.cli import main
+    from glip.data.build import build_training_set
+    from glip.data.transforms import TrainTransform
+
+    out = tmp_path / "pseudo.jsonl"
+    pseudo_label(teacher, read_lines(corpus / "captions.jsonl"), corpus / "images", out, PseudoLabelConfig())
+    assert out.read_text().strip()
+    anns, dirs = [corpus / "detection.json", out], [corpus / "images"] * 2
+    mixed = build_training_set(anns, dirs, TrainTransform((96,), 128, seed=0), weights=[1, 2])
+    pseudo_items = [i for i in range(len(mixed)) if mixed.source(i)[0] == 1]
+    assert pseudo_items, "the mixture never drew a pseudo-labelled record"
+    sample = mixed[pseudo_items[0]]
+    assert len(sample.target.boxes) > 0 and bool((sample.target.token_map.sum(dim=1) > 0).all())
+    code = main(
+        [
+            "train",
+            "--preset",
+            "tiny_random",
+            "--train-ann",
+            *map(str, anns),
+            "--train-images",
+            *map(str, dirs),
+        ]
+        + ["--weights", "1,2", "--out", str(tmp_path / "student"), "--max-steps", "2", "--batch-size", "2"]
+        + [
+            "--device",
+            "cpu",
+            "--set",
+            "input.train_min_sizes=(96,)",
+            "input.train_max_size=128",
+            "progress=False",
+        ]
+    )
+    assert code == 0 and (tmp_path / "student" / "model" / "model.safetensors").exists()
