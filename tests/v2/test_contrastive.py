@@ -135,7 +135,7 @@ def test_gradients_reach_pre_fusion_features_only():
     assert all(int((m >= 0).sum()) > 0 for m in matched)
     loss = inter_image_loss(output, batch.targets, matched)
     loss.backward()
-    assert float(loss) > 0
+    assert loss.item() > 0
     assert float(output.text.hidden.grad.abs().sum()) > 0
     assert sum(float(f.grad.abs().sum()) for f in output.fpn) > 0
     grads = {n: p.grad for n, p in model.named_parameters()}
