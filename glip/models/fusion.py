@@ -34,6 +34,8 @@ class BiMultiHeadAttention(nn.Module):
         self.head_dim = embed_dim // num_heads
         self.scale = self.head_dim**-0.5
         self.dropout = dropout
+        # heads per group in :meth:`forward`: as many as keep B * N * group * T under this many elements
+        self.max_logit_elements = 1 << 22
         self.vision_query = nn.Linear(vision_dim, embed_dim)
         self.text_key = nn.Linear(text_dim, embed_dim)
         self.vision_value = nn.Linear(vision_dim, embed_dim)
@@ -74,35 +76,56 @@ class BiMultiHeadAttention(nn.Module):
         value_text = self._heads(self.text_value(text))  # (B, h, T, d)
         w_query = self.vision_query.weight.view(heads, dim, vision_dim) * self.scale  # (h, d, Cv)
         b_query = self.vision_query.bias.view(heads, dim) * self.scale  # (h, d)
-        query_map = torch.einsum("hdc,bhtd->bcht", w_query, key).reshape(batch, vision_dim, heads * length)
-        query_bias = torch.einsum("hd,bhtd->bht", b_query, key).reshape(batch, 1, heads * length)
-        # one GEMM for all heads; layout (B, N, h, T) so that no big tensor is ever permuted
-        logits = torch.baddbmm(query_bias, vision, query_map).clamp_(-LOGIT_CLAMP, LOGIT_CLAMP)  # (B, N, h*T)
-        probs_vision, probs_text_t = self._probabilities(
-            logits.view(batch, num_vision, heads, length), text_mask
-        )
-
+        query_map = torch.einsum("hdc,bhtd->bhct", w_query, key)  # (B, h, Cv, T)
+        query_bias = torch.einsum("hd,bhtd->bht", b_query, key)  # (B, h, T)
         w_out = self.vision_out.weight.view(vision_dim, heads, dim)  # (Cv, h, d)
-        text_to_vision = torch.einsum("bhtd,chd->bhtc", value_text, w_out).reshape(batch, heads * length, -1)
-        out_vision = torch.baddbmm(  # sum over heads of P_h @ (V_h Wo_h^T), plus the output bias
-            self.vision_out.bias.view(1, 1, -1), probs_vision.reshape(batch, num_vision, -1), text_to_vision
-        )  # (B, N, Cv)
-
-        probs_text_t = probs_text_t.reshape(batch, num_vision, heads * length)
-        pooled = torch.bmm(probs_text_t.transpose(1, 2), vision).view(
-            batch, heads, length, vision_dim
-        )  # P'_h v
+        text_to_vision = torch.einsum("bhtd,chd->bhtc", value_text, w_out)  # (B, h, T, Cv)
         w_value = self.vision_value.weight.view(heads, dim, vision_dim)  # (h, d, Cv)
-        out_text = torch.einsum("bhtc,hdc->bhtd", pooled, w_value)
-        row_sums = probs_text_t.sum(dim=1).view(batch, heads, length, 1)  # 1 unless dropout is active
-        out_text = out_text + row_sums * self.vision_value.bias.view(1, heads, 1, dim)
-        out_text = out_text.transpose(1, 2).reshape(batch, length, -1)  # (B, T, E)
+        mask_fill = None
+        if text_mask is not None and bool((text_mask == 0).any()):
+            mask_fill = text_mask.to(vision.dtype).masked_fill(text_mask == 0, TEXT_MASK_FILL)  # (B, T)
+
+        # Heads are processed in groups so that the (B, N, h, T) logits and the two softmaxes over them
+        # never exist for all heads at once (GLIP-T at 800x1333: 126 MB per copy for 8 heads).
+        group = max(1, min(heads, self.max_logit_elements // max(1, batch * num_vision * length)))
+        out_vision = self.vision_out.bias.view(1, 1, -1).expand(batch, num_vision, vision_dim)
+        out_text_heads = []
+        for start in range(0, heads, group):
+            hs = slice(start, min(start + group, heads))
+            count = hs.stop - hs.start
+            # (B, N, g*T): one GEMM for the group's heads, layout (B, N, g, T) so nothing big is permuted
+            logits = torch.baddbmm(
+                query_bias[:, hs].reshape(batch, 1, count * length),
+                vision,
+                query_map[:, hs].permute(0, 2, 1, 3).reshape(batch, vision_dim, count * length),
+            ).clamp_(-LOGIT_CLAMP, LOGIT_CLAMP)
+            probs_vision, probs_text_t = self._probabilities(
+                logits.view(batch, num_vision, count, length), mask_fill
+            )
+            del logits
+            # sum over the group's heads of P_h @ (V_h Wo_h^T)
+            out_vision = torch.baddbmm(
+                out_vision,
+                probs_vision.reshape(batch, num_vision, -1),
+                text_to_vision[:, hs].reshape(batch, count * length, vision_dim),
+            )  # (B, N, Cv)
+            del probs_vision
+            probs_text_t = probs_text_t.reshape(batch, num_vision, count * length)
+            pooled = torch.bmm(probs_text_t.transpose(1, 2), vision).view(batch, count, length, vision_dim)
+            out_text = torch.einsum("bhtc,hdc->bhtd", pooled, w_value[hs])  # P'_h v Wv_h^T
+            row_sums = probs_text_t.sum(dim=1).view(batch, count, length, 1)  # 1 unless dropout is active
+            out_text_heads.append(out_text + row_sums * self.vision_value.bias.view(1, heads, 1, dim)[:, hs])
+            del probs_text_t, pooled
+        out_text = torch.cat(out_text_heads, dim=1).transpose(1, 2).reshape(batch, length, -1)  # (B, T, E)
         return out_vision, self.text_out(out_text)
 
     def _probabilities(
-        self, logits: torch.Tensor, text_mask: torch.Tensor | None
+        self, logits: torch.Tensor, mask_fill: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Clamped logits (B, N, h, T) -> (image<-text probs (B, N, h, T), text<-image probs, same layout).
+
+        ``mask_fill``: (B, T) the official additive text mask (1 on real tokens, -9e15 on padding), or None
+        when there is no padding.
 
         Text <- image: official softmax over the image tokens of ``(logits - max).clamp(-50000)``; the
         clamp can only touch values whose exp underflows to 0 anyway, so a plain softmax over N is the same.
@@ -111,9 +134,8 @@ class BiMultiHeadAttention(nn.Module):
         real tokens; a uniform +1 is a no-op for softmax, so it is only added where there is padding).
         """
         probs_text_t = logits.softmax(dim=1)
-        if text_mask is not None and bool((text_mask == 0).any()):
-            fill = text_mask.to(logits.dtype).masked_fill(text_mask == 0, TEXT_MASK_FILL)
-            logits = logits + fill[:, None, None, :]
+        if mask_fill is not None:
+            logits = logits + mask_fill[:, None, None, :]
         probs_vision = logits.softmax(dim=-1)
         probs_vision = F.dropout(probs_vision, p=self.dropout, training=self.training)
         probs_text_t = F.dropout(probs_text_t, p=self.dropout, training=self.training)

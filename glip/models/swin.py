@@ -184,6 +184,8 @@ class WindowAttention(nn.Module):
         self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=True)
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.proj = nn.Linear(dim, dim)
+        # without autograd, windows are attended in chunks of this many (bounds the memory of big images)
+        self.windows_per_chunk = 256
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Attend within each window.
@@ -195,6 +197,17 @@ class WindowAttention(nn.Module):
         Returns:
             ``(num_windows * B, N, C)``.
         """
+        if torch.is_grad_enabled() or x.shape[0] <= self.windows_per_chunk:
+            return self._attend(x, mask, 0)
+        # inference on large maps: windows in chunks, so the (windows, heads, N, N) scores stay small
+        out = torch.empty_like(x)
+        for start in range(0, x.shape[0], self.windows_per_chunk):
+            stop = min(start + self.windows_per_chunk, x.shape[0])
+            out[start:stop] = self._attend(x[start:stop], mask, start)
+        return out
+
+    def _attend(self, x: Tensor, mask: Tensor | None, start: int) -> Tensor:
+        """Windows ``start .. start + len(x)`` of the batch (window index ``i`` uses mask ``i % num_windows``)."""
         bw, n, c = x.shape
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (bw, heads, N, hd)
@@ -205,8 +218,12 @@ class WindowAttention(nn.Module):
         attn = attn + bias.unsqueeze(0)
         if mask is not None:
             num_windows = mask.shape[0]
-            attn = attn.view(bw // num_windows, num_windows, self.num_heads, n, n) + mask[None, :, None]
-            attn = attn.view(bw, self.num_heads, n, n)
+            if start == 0 and bw % num_windows == 0:
+                attn = attn.view(bw // num_windows, num_windows, self.num_heads, n, n) + mask[None, :, None]
+                attn = attn.view(bw, self.num_heads, n, n)
+            else:
+                index = torch.arange(start, start + bw, device=mask.device) % num_windows
+                attn = attn + mask[index][:, None]
         # Explicit softmax in fp32, as in the official code (no fused SDPA).
         attn = attn.softmax(dim=-1)
         out = (attn @ v).transpose(1, 2).reshape(bw, n, c)
@@ -235,6 +252,8 @@ class SwinTransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path_rate)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        # without autograd, the MLP runs over chunks of this many tokens (bounds the memory of big images)
+        self.tokens_per_chunk = 8192
 
     def forward(self, x: Tensor, height: int, width: int, attn_mask: Tensor | None) -> Tensor:
         """Apply the block.
@@ -273,7 +292,14 @@ class SwinTransformerBlock(nn.Module):
         if pad_b or pad_r:
             x = x[:, :height, :width, :].contiguous()
         x = shortcut + self.drop_path(x.reshape(b, height * width, c))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        if torch.is_grad_enabled() or self.training or b * length <= self.tokens_per_chunk:
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        # inference on large maps: the MLP (4x wider hidden layer) in chunks of tokens, added in place
+        flat = x.view(b * length, c)
+        for start in range(0, b * length, self.tokens_per_chunk):
+            part = flat[start : start + self.tokens_per_chunk]
+            part += self.mlp(self.norm2(part))
+        return x
 
 
 class PatchMerging(nn.Module):
