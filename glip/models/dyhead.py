@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
-# above this many elements in the (B, C*9, Ho*Wo) sampled columns, the grid_sample path goes tap by tap
+# the grid_sample path samples at most about this many elements of the (B, C*9, Ho*Wo) columns at once
 DEFORM_COLUMNS_MAX_ELEMENTS = 1 << 22
 
 
@@ -75,29 +75,23 @@ def deform_conv3x3_grid_sample(
     grid_x = pos_x * (2.0 / (width - 1)) - 1.0
     grid_y = pos_y * (2.0 / (height - 1)) - 1.0
     grid = torch.stack((grid_x, grid_y), dim=-1)  # (B, 9, Ho, Wo, 2)
-    if batch * channels * 9 * out_h * out_w <= DEFORM_COLUMNS_MAX_ELEMENTS:
-        # all 9 taps in one sample + one matmul
+    weight_2d = weight.reshape(weight.shape[0], -1)  # (O, C*9)
+    # Large maps go in bands of output rows, so the (B, C*9, Ho*Wo) sampled columns never exist at once.
+    rows = max(1, min(out_h, DEFORM_COLUMNS_MAX_ELEMENTS // max(1, batch * channels * 9 * out_w)))
+    bands = []
+    for top in range(0, out_h, rows):
+        band = min(rows, out_h - top)
         sampled = F.grid_sample(
             x,
-            grid.reshape(batch, 9 * out_h, out_w, 2),
+            grid[:, :, top : top + band].reshape(batch, 9 * band, out_w, 2),
             mode="bilinear",
             padding_mode="zeros",
             align_corners=True,
         )
-        sampled = sampled.view(batch, channels, 9, out_h, out_w).mul_(mask[:, None])  # (B, C, 9, Ho, Wo)
-        columns = sampled.reshape(batch, channels * 9, out_h * out_w)  # (B, C*9, Ho*Wo)
-        out = weight.reshape(weight.shape[0], -1) @ columns  # (B, O, Ho*Wo)
-    else:
-        # large maps: one tap at a time, so the (B, C*9, Ho*Wo) columns never exist at once
-        out = None
-        for tap in range(9):
-            sampled = F.grid_sample(
-                x, grid[:, tap], mode="bilinear", padding_mode="zeros", align_corners=True
-            )
-            sampled = sampled.mul_(mask[:, tap, None]).reshape(batch, channels, out_h * out_w)
-            term = weight[:, :, tap // 3, tap % 3] @ sampled  # (B, O, Ho*Wo)
-            out = term if out is None else out.add_(term)
-        assert out is not None
+        sampled = sampled.view(batch, channels, 9, band, out_w).mul_(mask[:, None, :, top : top + band])
+        bands.append(weight_2d @ sampled.reshape(batch, channels * 9, band * out_w))  # (B, O, band*Wo)
+        del sampled
+    out = bands[0] if len(bands) == 1 else torch.cat(bands, dim=-1)
     if bias is not None:
         out = out + bias[None, :, None]
     return out.reshape(batch, -1, out_h, out_w)

@@ -75,7 +75,7 @@ def test_reinterpret_offsets_takes_the_first_values_in_memory_order():
     assert reinterpret_offsets(offsets, (4, 4)) is offsets
 
 
-@pytest.mark.parametrize("max_elements", [1 << 22, 0], ids=["all-taps", "tap-by-tap"])
+@pytest.mark.parametrize("max_elements", [1 << 22, 0], ids=["whole-map", "row-by-row"])
 def test_grid_sample_deform_conv_equals_torchvision(monkeypatch, max_elements):
     monkeypatch.setattr("glip.models.dyhead.DEFORM_COLUMNS_MAX_ELEMENTS", max_elements)
     torch.manual_seed(0)
