@@ -151,7 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     pseudo = add("pseudo-label", "pseudo-label image-caption pairs with a teacher (self-training)")
     pseudo.add_argument("--teacher", required=True, help="released name, saved directory or official .pth")
     pseudo.add_argument("--config", default=None, help="preset name or official YAML for an official .pth")
-    pseudo.add_argument("--captions", required=True, help='JSONL lines {"image": path or URL, "caption": ...}')
+    pseudo.add_argument(
+        "--captions", required=True, help='JSONL lines {"image": path or URL, "caption": ...}'
+    )
     pseudo.add_argument("--images", default=None, help="directory the image paths are relative to")
     pseudo.add_argument("--out", required=True, help="output ODVG grounding JSONL (shards in OUT.parts/)")
     pseudo.add_argument("--threshold", type=float, default=0.5, help="keep boxes scoring above (0.5)")

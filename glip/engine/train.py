@@ -34,7 +34,7 @@ from glip.engine.checkpoint import LAST, load_checkpoint, rng_state, save_checkp
 from glip.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from glip.engine.optim import ModelEMA, build_scheduler, parameter_groups
 from glip.engine.tuning import apply_tuning
-from glip.losses.grounding import glip_losses
+from glip.losses.grounding import output_losses
 
 logger = logging.getLogger(__name__)
 
@@ -185,13 +185,9 @@ def compute_losses(model: nn.Module, batch: Any, config: TrainConfig) -> dict[st
         output = model(batch.images, input_ids, batch.attention_mask, v2=tuple(heads))
     else:
         output = model(batch.images, batch.input_ids, batch.attention_mask)
-    losses, assignments = glip_losses(
-        output.head.token_logits,
-        output.head.box_regression,
-        output.head.centerness,
-        output.anchors,
+    losses, assignments = output_losses(
+        output,
         batch.targets,
-        output.text.mask,
         topk=config.topk,
         reg_loss_weight=config.reg_loss_weight,
     )

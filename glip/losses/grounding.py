@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -170,3 +171,22 @@ def glip_losses(
         "loss_giou": loss_giou * reg_loss_weight,
         "loss_centerness": loss_ctr,
     }, assignments
+
+
+def output_losses(
+    output: Any, targets: Sequence[Target], **kwargs: Any
+) -> tuple[dict[str, torch.Tensor], list]:
+    """:func:`glip_losses` on a :class:`glip.models.glip.GLIPOutput` (its head outputs, anchors and text mask).
+
+    ``kwargs`` go to :func:`glip_losses` (``topk``, ``reg_loss_weight``, ...).
+    """
+    head = output.head
+    return glip_losses(
+        head.token_logits,
+        head.box_regression,
+        head.centerness,
+        output.anchors,
+        targets,
+        output.text.mask,
+        **kwargs,
+    )

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glip.data.types import Batch
-from glip.losses.grounding import glip_losses
+from glip.losses.grounding import output_losses
 from glip.models.glip import GLIP, GLIPOutput
 from glip.preprocess import ImageBatch
 from glip.text.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID, get_tokenizer
@@ -259,15 +259,7 @@ def caption_losses(
     logits = output.token_logits[:, : length - 1]
     losses = {"loss_caption": F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))}
     if ground_weight > 0:
-        head = output.glip.head
-        ground, _ = glip_losses(
-            head.token_logits,
-            head.box_regression,
-            head.centerness,
-            output.glip.anchors,
-            batch.targets,
-            output.glip.text.mask,
-        )
+        ground, _ = output_losses(output.glip, batch.targets)
         for key, value in ground.items():
             losses[key.replace("loss_", "loss_caption_")] = value * ground_weight
     return losses

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from glip.data.types import collate
-from glip.losses.grounding import glip_losses
+from glip.losses.grounding import output_losses
 from glip.models.glip import GLIP
 from glip.v2.captioning import GLIPForCaptioning, caption_losses
 from glip.v2.vqa import GLIPForVQA, collate_vqa, vqa_losses
@@ -133,14 +133,7 @@ def train_vl(
         if "detection" in active:
             batch = collate([it.sample for it in items["detection"]]).to(device)
             output = glip(batch.images, batch.input_ids, batch.attention_mask, fpn=fpn)
-            det, _ = glip_losses(
-                output.head.token_logits,
-                output.head.box_regression,
-                output.head.centerness,
-                output.anchors,
-                batch.targets,
-                output.text.mask,
-            )
+            det, _ = output_losses(output, batch.targets)
             losses.update({k: v * config.detection_weight for k, v in det.items()})
         if "vqa" in active:
             assert vqa is not None

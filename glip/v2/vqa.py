@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from glip.data.types import Batch, collate
-from glip.losses.grounding import glip_losses
+from glip.losses.grounding import output_losses
 from glip.models.glip import GLIP, GLIPOutput
 from glip.postprocess import Detections
 from glip.preprocess import ImageBatch
@@ -153,15 +153,7 @@ def vqa_losses(
     output = model(inner.images, inner.input_ids, inner.attention_mask, fpn=fpn)
     losses = {"loss_vqa": F.cross_entropy(output.answer_logits, batch.answer_ids)}
     if ground_weight > 0:
-        head = output.glip.head
-        ground, _ = glip_losses(
-            head.token_logits,
-            head.box_regression,
-            head.centerness,
-            output.glip.anchors,
-            inner.targets,
-            output.glip.text.mask,
-        )
+        ground, _ = output_losses(output.glip, inner.targets)
         for key, value in ground.items():
             losses[key.replace("loss_", "loss_vqa_")] = value * ground_weight
     return losses

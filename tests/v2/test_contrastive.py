@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from glip.data.toy import SquaresDataset, deterministic_tiny_random
 from glip.data.types import collate
-from glip.losses.grounding import glip_losses
+from glip.losses.grounding import output_losses
 from glip.models.glip import build_model
 from glip.v2.contrastive import (
     InterInputs,
@@ -123,14 +123,7 @@ def test_gradients_reach_pre_fusion_features_only():
     output = model(batch.images, batch.input_ids, batch.attention_mask, v2=("inter",))
     for feature in (*output.fpn, output.text.hidden):
         feature.retain_grad()
-    _, assignments = glip_losses(
-        output.head.token_logits,
-        output.head.box_regression,
-        output.head.centerness,
-        output.anchors,
-        batch.targets,
-        output.text.mask,
-    )
+    _, assignments = output_losses(output, batch.targets)
     matched = [a.matched_gt for a in assignments]
     assert all(int((m >= 0).sum()) > 0 for m in matched)
     loss = inter_image_loss(output, batch.targets, matched)
