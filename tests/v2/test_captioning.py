@@ -106,12 +106,17 @@ def test_overfits_one_caption_and_decodes_it_with_grounded_words():
     model = GLIPForCaptioning(build_model(deterministic_tiny_random()))
     data = SyntheticVL("caption", 1, seed=4, size=SIZE)
     batch = collate([data[0].sample])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     first = None
-    for _ in range(60):
+    for _ in range(
+        150
+    ):  # stops early once the caption is learnt (the trajectory depends on the thread count)
         losses = caption_losses(model, batch, ground_weight=0.0)
-        first = first if first is not None else float(losses["loss_caption"].detach())
+        value = float(losses["loss_caption"].detach())
+        first = first if first is not None else value
+        if value < 0.01 * first:
+            break
         optimizer.zero_grad()
         losses["loss_caption"].backward()
         optimizer.step()
