@@ -185,3 +185,24 @@ def test_drop_path_rates_and_checkpoint_equivalence() -> None:
         torch.testing.assert_close(a, b)
     sum(o.sum() for o in outs_a).backward()
     assert model_ckpt.patch_embed.proj.weight.grad is not None
+
+
+def test_chunked_inference_equals_whole_map() -> None:
+    """Without autograd, window attention (in chunks of windows, shifted masks not aligned to a chunk) and the
+    MLP (in chunks of tokens) give the same stage outputs as the whole-map computation."""
+    torch.manual_seed(0)
+    model = SwinTransformer(embed_dim=8, depths=(2, 2, 1, 1), num_heads=(1, 2, 2, 4), window_size=7).eval()
+    images = torch.randn(2, 3, 150, 170)  # stage 1: 38 x 43 tokens -> 6 x 7 = 42 windows per image
+    with torch.no_grad():
+        whole = model(images)
+    blocks = [m for m in model.modules() if hasattr(m, "tokens_per_chunk")]
+    attentions = [m for m in model.modules() if hasattr(m, "windows_per_chunk")]
+    assert blocks and attentions
+    for block in blocks:
+        block.tokens_per_chunk = 97
+    for attention in attentions:
+        attention.windows_per_chunk = 5  # 84 windows: chunks start at indices that are not multiples of 42
+    with torch.no_grad():
+        chunked = model(images)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
