@@ -59,7 +59,9 @@ def draw(seed: int, classes: list[tuple[str, str]], size: int) -> tuple[Image.Im
 
 
 class Scenes(Dataset):
-    def __init__(self, classes: list[tuple[str, str]], count: int, size: int, seed: int) -> None:
+    def __init__(
+        self, classes: list[tuple[str, str]], count: int, size: int, seed: int, negatives: int = -1
+    ) -> None:
         from glip.config import get_preset
         from glip.text.prompts import create_positive_map
         from glip.text.tokenizer import get_tokenizer
@@ -74,6 +76,8 @@ class Scenes(Dataset):
         config = get_preset("tiny").input
         self.mean, self.std = config.pixel_mean, config.pixel_std
         self.rows = create_positive_map(get_tokenizer()(self.caption), spans, 256, binary=True)
+        self.negatives = negatives
+        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -84,12 +88,41 @@ class Scenes(Dataset):
         from glip.preprocess import normalize
 
         image, boxes, labels = self.items[index]
+        if self.negatives >= 0:  # the image's names + N sampled others, shuffled (official RANDOM_SAMPLE_NEG)
+            return self._sampled(image, boxes, labels, index)
         target = Target(
             boxes=torch.tensor(boxes),
             labels=torch.tensor([x + 1 for x in labels]),
             token_map=self.rows[labels],
         )
         return Sample(normalize(image, self.mean, self.std), target, self.caption, str(index))
+
+
+    def _sampled(self, image, boxes, labels, index):
+        from glip.data.types import Sample
+        from glip.losses.grounding import Target
+        from glip.preprocess import normalize
+        from glip.text.prompts import create_positive_map
+        from glip.text.tokenizer import get_tokenizer
+
+        others = [k for k in range(len(self.names)) if k not in labels]
+        chosen = sorted(set(labels)) + list(
+            self.rng.choice(others, size=min(self.negatives, len(others)), replace=False)
+        )
+        order = [int(k) for k in self.rng.permutation(chosen)]
+        caption = ". ".join(self.names[k] for k in order)
+        spans, start = {}, 0
+        for k in order:
+            spans[k] = [(start, start + len(self.names[k]))]
+            start += len(self.names[k]) + 2
+        rows = create_positive_map(get_tokenizer()(caption), [spans[k] for k in order], 256, binary=True)
+        row_of = {k: i for i, k in enumerate(order)}
+        target = Target(
+            boxes=torch.tensor(boxes),
+            labels=torch.tensor([x + 1 for x in labels]),
+            token_map=rows[[row_of[x] for x in labels]],
+        )
+        return Sample(normalize(image, self.mean, self.std), target, caption, str(index))
 
 
 def main() -> None:
@@ -107,7 +140,17 @@ def main() -> None:
         "--freeze-text", type=int, default=1, help="1: frozen MiniLM (as the demo model); 0: train it"
     )
     parser.add_argument("--text-lr", type=float, default=1e-5)
+    parser.add_argument("--fused-text-score", type=int, default=1, help="0: score against MiniLM's tokens")
+    parser.add_argument(
+        "--negatives", type=int, default=-1, help="prompt = the image's names + N others (-1: all names)"
+    )
+    parser.add_argument("--deep-fusion", type=int, default=1, help="0: late fusion (no X-MHA)")
+    parser.add_argument("--layer-scale", type=float, default=None, help="fusion layer scale (tiny: 0.01)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--score-lr-factor", type=float, default=1.0, help="lr factor of the grounding score's text projection"
+    )
+    parser.add_argument("--save", type=Path, default=None, help="torch.save the trained model here")
     args = parser.parse_args()
 
     import dataclasses
@@ -121,9 +164,16 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     classes = SETS[args.classes]
-    train = Scenes(classes, args.train, args.size, seed=args.seed)
+    train = Scenes(classes, args.train, args.size, seed=args.seed, negatives=args.negatives)
     test = Scenes(classes, args.test, args.size, seed=10_000 + args.seed)
-    model = build_model(get_preset("tiny"))
+    preset = get_preset("tiny")
+    head = dataclasses.replace(
+        preset.head,
+        fused_text_for_score=bool(args.fused_text_score),
+        deep_fusion=bool(args.deep_fusion),
+        layer_scale_init=preset.head.layer_scale_init if args.layer_scale is None else args.layer_scale,
+    )
+    model = build_model(dataclasses.replace(preset, head=head))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as out_dir:
         config = TrainConfig(
@@ -139,6 +189,9 @@ def main() -> None:
             ckpt_every=0,
             log_every=25,
             seed=args.seed,
+            lr_factors=(("head.text_proj", args.score_lr_factor), ("head.log_scale", args.score_lr_factor))
+            if args.score_lr_factor != 1.0
+            else (),
         )
         summary = fit(model, train, config)
         log = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
@@ -146,6 +199,8 @@ def main() -> None:
     model.config = dataclasses.replace(
         model.config, input=dataclasses.replace(model.config.input, min_size=args.size, max_size=args.size)
     )
+    if args.save is not None:
+        torch.save(model, args.save)
     predictor = GLIPPredictor(model.eval())
     right = found = total = 0
     spreads = []

@@ -47,6 +47,12 @@ def main() -> None:
         default=1,
         help="1: score against the fused text (official); 0: against the frozen encoder's token features",
     )
+    parser.add_argument(
+        "--score-lr-factor",
+        type=float,
+        default=10.0,
+        help="learning-rate factor of the grounding score's text projection and temperature (see the docs)",
+    )
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
 
@@ -93,6 +99,7 @@ def main() -> None:
         seed=args.seed,
         ckpt_every=100,
         log_every=25,
+        lr_factors=(("head.text_proj", args.score_lr_factor), ("head.log_scale", args.score_lr_factor)),
     )
     fit(model, dataset, config, resume=args.resume)
     train_seconds = time.perf_counter() - started

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -20,14 +21,26 @@ def parameter_groups(
     weight_decay: float,
     bias_lr_factor: float = 2.0,
     backbone_lr_factor: float = 1.0,
+    lr_factors: Sequence[tuple[str, float]] = (),
 ) -> list[dict]:
-    """One group per (lr, weight decay) combination over trainable parameters."""
+    """One group per (lr, weight decay) combination over trainable parameters.
+
+    ``lr_factors``: ``(name prefix, factor)`` pairs (mmdetection's ``paramwise_cfg.custom_keys``): a parameter
+    whose name starts with a prefix has its learning rate multiplied by the factor of the first match (after
+    the text / backbone / bias rules), e.g. ``(("head.text_proj", 10.0),)``.
+    """
     norm_params = {
         id(p)
         for module in model.modules()
         if isinstance(module, nn.LayerNorm | nn.GroupNorm | nn.BatchNorm2d)
         for p in module.parameters(recurse=False)
     }
+    all_names = [name for name, _ in model.named_parameters()]
+    for prefix, factor in lr_factors:
+        if not any(name.startswith(prefix) for name in all_names):
+            raise ValueError(f"lr_factors: no parameter name starts with {prefix!r}")
+        if not factor >= 0:
+            raise ValueError(f"lr_factors: factor of {prefix!r} must be >= 0, got {factor}")
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     names: dict[tuple[float, float], list[str]] = {}
     for name, param in model.named_parameters():
@@ -42,6 +55,10 @@ def parameter_groups(
         if name.endswith(".bias") or name.endswith("bias0"):
             group_lr *= bias_lr_factor
             decay = 0.0
+        for prefix, factor in lr_factors:
+            if name.startswith(prefix):
+                group_lr *= factor
+                break
         if id(param) in norm_params or "relative_position_bias_table" in name:
             decay = 0.0
         key = (group_lr, decay)

@@ -52,6 +52,8 @@ class TrainConfig:
     text_lr: float = 1e-5  # official LANG_LR
     weight_decay: float = 1e-4
     bias_lr_factor: float = 2.0
+    # (parameter-name prefix, learning-rate factor) pairs, first match wins, e.g. (("head.text_proj", 10.0),)
+    lr_factors: tuple[tuple[str, float], ...] = ()
     schedule: str = "multistep"  # multistep | cosine | constant
     milestones: tuple[float, ...] = (0.67, 0.89)
     gamma: float = 0.1
@@ -292,7 +294,14 @@ def fit(
     if not trainable:
         raise ValueError("no trainable parameters: check --tune / --freeze")
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, config.lr, config.text_lr, config.weight_decay, config.bias_lr_factor),
+        parameter_groups(
+            model,
+            config.lr,
+            config.text_lr,
+            config.weight_decay,
+            config.bias_lr_factor,
+            lr_factors=config.lr_factors,
+        ),
         lr=config.lr,
     )
     sampler = ShardedEpochSampler(len(dataset), dist_info.rank, dist_info.world_size, config.seed)

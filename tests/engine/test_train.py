@@ -56,6 +56,21 @@ def test_parameter_groups_official_rules():
     assert "head.cls_logits.weight" not in by_name  # vestigial, frozen
 
 
+def test_parameter_groups_lr_factors_first_match_and_typos():
+    model = _small_model()
+    apply_tuning(model, "full")
+    factors = (("head.text_proj", 10.0), ("head", 0.5))
+    groups = parameter_groups(model, lr=1e-4, text_lr=1e-5, weight_decay=0.01, lr_factors=factors)
+    by_name = {name: g for g in groups for name in g["names"]}
+    assert by_name["head.text_proj.weight"]["lr"] == pytest.approx(1e-3)
+    assert by_name["head.text_proj.bias"]["lr"] == pytest.approx(2e-3)  # bias rule, then the factor
+    assert by_name["head.bbox_pred.weight"]["lr"] == pytest.approx(5e-5)  # first match only
+    backbone_weight = next(n for n in by_name if n.startswith("backbone.") and n.endswith("weight"))
+    assert by_name[backbone_weight]["lr"] == pytest.approx(1e-4)  # no prefix matches: unchanged
+    with pytest.raises(ValueError, match="head.text_prj"):
+        parameter_groups(model, 1e-4, 1e-5, 0.01, lr_factors=(("head.text_prj", 2.0),))
+
+
 def test_sharded_sampler_shards_and_resumes():
     full = ShardedEpochSampler(10, seed=3).indices()
     ranks = [ShardedEpochSampler(10, rank=r, world_size=2, seed=3).indices() for r in range(2)]
