@@ -21,7 +21,7 @@ test: install
 	$(PY) -m pytest -q; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
-# Retrain the bundled demo model (glip/assets/demo_model) from scratch: ~40 min on 2 CPU cores.
+# Retrain the bundled demo model (glip/assets/demo_model) from scratch: ~30 min on 2 CPU cores.
 demo-model: install
 	$(PY) experiments/demo_model.py
 

@@ -27,10 +27,11 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220)}
+COLOURS = {"red": (220, 20, 20), "blue": (20, 20, 220), "green": (20, 170, 40)}
 SETS = {
     2: [("red", "square"), ("blue", "circle")],
     4: [("red", "square"), ("red", "circle"), ("blue", "square"), ("blue", "circle")],
+    9: [(c, s) for c in ("red", "blue", "green") for s in ("square", "circle", "triangle")],
 }
 
 
@@ -51,6 +52,10 @@ def draw(seed: int, classes: list[tuple[str, str]], size: int) -> tuple[Image.Im
         rect = [x, y, x + side - 1, y + side - 1]
         if shape == "square":
             canvas.rectangle(rect, fill=COLOURS[colour])
+        elif shape == "triangle":
+            canvas.polygon(
+                [(x + side / 2, y), (x + side - 1, y + side - 1), (x, y + side - 1)], fill=COLOURS[colour]
+            )
         else:
             canvas.ellipse(rect, fill=COLOURS[colour])
         boxes.append((float(x), float(y), float(x + side - 1), float(y + side - 1)))
@@ -96,7 +101,6 @@ class Scenes(Dataset):
             token_map=self.rows[labels],
         )
         return Sample(normalize(image, self.mean, self.std), target, self.caption, str(index))
-
 
     def _sampled(self, image, boxes, labels, index):
         from glip.data.types import Sample
@@ -148,7 +152,10 @@ def main() -> None:
     parser.add_argument("--layer-scale", type=float, default=None, help="fusion layer scale (tiny: 0.01)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
-        "--score-lr-factor", type=float, default=1.0, help="lr factor of the grounding score's text projection"
+        "--score-lr-factor",
+        type=float,
+        default=1.0,
+        help="lr factor of the grounding score's text projection",
     )
     parser.add_argument("--save", type=Path, default=None, help="torch.save the trained model here")
     args = parser.parse_args()

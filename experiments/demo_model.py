@@ -5,7 +5,9 @@
 Seeded and reproducible (same machine, same package versions). Steps:
 1. generate the training world (``glip synth --split train``) and a held-out test world (``--split test``);
 2. train the ``tiny`` preset (ImageNet EfficientNet-Lite0 + frozen MiniLM text encoder) on detection +
-   grounding data mixed 1:1 with ``glip.engine.train.fit``;
+   grounding data mixed 1:1 with ``glip.engine.train.fit``, at 192 px, AdamW lr 2e-4 (cosine), with a 50x
+   learning rate on the grounding score's text projection and temperature (``TrainConfig.lr_factors``: without
+   it every class name keeps the same score for thousands of steps, see docs/reproduction.md section 2);
 3. save it without the frozen text encoder, in fp16, to ``glip/assets/demo_model/`` (it reloads MiniLM from
    its package);
 4. evaluate box AP on the test world with ``glip.eval`` and write ``experiments/results/demo_model.json``;
@@ -33,7 +35,7 @@ def main() -> None:
     parser.add_argument("--work", default=str(REPO / "outputs" / "demo_model"))
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--test-images", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=3100)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--seed", type=int, default=0)
@@ -50,8 +52,14 @@ def main() -> None:
     parser.add_argument(
         "--score-lr-factor",
         type=float,
-        default=10.0,
+        default=50.0,
         help="learning-rate factor of the grounding score's text projection and temperature (see the docs)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=192,
+        help="train and run at this shorter side (0: the tiny preset's 288-352 / 320)",
     )
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
@@ -79,6 +87,14 @@ def main() -> None:
     preset = dataclasses.replace(
         preset, head=dataclasses.replace(preset.head, fused_text_for_score=bool(args.fused_text_score))
     )
+    if args.image_size:
+        size, longest = args.image_size, int(args.image_size * 1.6)
+        preset = dataclasses.replace(
+            preset,
+            input=dataclasses.replace(
+                preset.input, min_size=size, max_size=longest, train_min_sizes=(size,), train_max_size=longest
+            ),
+        )
     model = build_model(preset)
     transform = TrainTransform.from_config(model.config.input, seed=args.seed)
     images = train_dir / "images"
