@@ -1,7 +1,7 @@
 """Shared pieces of the miniature-claim experiments: synthetic worlds, data subsets, one training arm, evaluation.
 
 Every arm trains the ``tiny`` preset (ImageNet EfficientNet-Lite0 + frozen MiniLM) with
-``glip.engine.train.fit`` and the demo model's recipe (AdamW lr 2e-4, cosine, 50x learning rate on the grounding
+``glip.engine.train.fit`` and the demo model's recipe (AdamW lr 2e-4, cosine, 200x learning rate on the grounding
 score's text projection and temperature, 192 px images: see docs/reproduction.md section 2), and is evaluated with ``glip.eval``.
 """
 
@@ -62,7 +62,7 @@ def train_arm(
     seed: int,
     batch_size: int = 4,
     lr: float = 2e-4,
-    score_lr_factor: float = 50.0,
+    score_lr_factor: float = 200.0,
     head: dict[str, Any] | None = None,
     tune: str = "full",
     init: Any = None,

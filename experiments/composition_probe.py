@@ -232,7 +232,11 @@ def main() -> None:
             spreads.append(max(scores) - min(scores) if len(scores) > 1 else 0.0)
     report = {
         "command": "python experiments/composition_probe.py "
-        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in vars(args).items()
+            if k not in ("out", "save") and v is not None
+        ),
         "names": test.names,
         "train_seconds": round(train_s, 1),
         "final_losses": {k: round(v, 4) for k, v in log[-1].items() if k.startswith("loss")},

@@ -5,7 +5,7 @@
 Seeded and reproducible (same machine, same package versions). Steps:
 1. generate the training world (``glip synth --split train``) and a held-out test world (``--split test``);
 2. train the ``tiny`` preset (ImageNet EfficientNet-Lite0 + frozen MiniLM text encoder) on detection +
-   grounding data mixed 1:1 with ``glip.engine.train.fit``, at 192 px, AdamW lr 2e-4 (cosine), with a 50x
+   grounding data mixed 1:1 with ``glip.engine.train.fit``, at 192 px, AdamW lr 2e-4 (cosine), with a 200x
    learning rate on the grounding score's text projection and temperature (``TrainConfig.lr_factors``: without
    it every class name keeps the same score for thousands of steps, see docs/reproduction.md section 2);
 3. save it without the frozen text encoder, in fp16, to ``glip/assets/demo_model/`` (it reloads MiniLM from
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument(
         "--score-lr-factor",
         type=float,
-        default=50.0,
+        default=200.0,
         help="learning-rate factor of the grounding score's text projection and temperature (see the docs)",
     )
     parser.add_argument(

@@ -4,7 +4,7 @@
     python experiments/fusion.py --deep train      # train the deep arm too, with the same recipe
 
 Both arms are the demo model's recipe (experiments/demo_model.py: ``tiny``, 2000 ``train`` images of seed 0,
-detection + grounding data 1:1, 3100 steps of batch 4 at 192 px, lr 2e-4 cosine, 50x on the score projection):
+detection + grounding data 1:1, 3100 steps of batch 4 at 192 px, lr 2e-4 cosine, 200x on the score projection):
 
 * ``deep``: the official VL-DyHead with X-MHA cross-attention and the in-head BERT layers (``deep_fusion=True``).
   By default the bundled demo model, which *is* this arm (same data, seed, steps and recipe);
