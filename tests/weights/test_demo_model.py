@@ -14,7 +14,9 @@ from glip.weights.demo import DEMO_MODEL_DIR, demo_model_available
 
 pytestmark = pytest.mark.skipif(not demo_model_available(), reason="bundled demo model not installed")
 
-FRESH_SEED = 4242  # experiments/demo_model.py trains on seed 0 (split train) and reports on seed 0 (split test)
+FRESH_SEED = (
+    4242  # experiments/demo_model.py trains on seed 0 (split train) and reports on seed 0 (split test)
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def test_demo_model_detects_seen_concepts_on_a_fresh_seed(fresh_world):
     seen = [r["AP50"] for r in result.per_category if concepts[r["id"]] == "seen" and r["AP50"] > -1]
     assert len(seen) >= 20  # most of the 30 seen names occur in 40 images
     ap50_seen = sum(seen) / len(seen)
-    assert ap50_seen >= 0.7, ap50_seen
+    assert ap50_seen >= 0.65, ap50_seen  # measured 0.714 (0.722 on the 200 test images of the training seed)
 
 
 def test_demo_model_names_the_right_colour_and_shape(fresh_world):
@@ -58,17 +60,21 @@ def test_demo_model_names_the_right_colour_and_shape(fresh_world):
     right = total = 0
     for image in data["images"][:12]:
         result = predictor.predict(
-            Image.open(fresh_world / "images" / image["file_name"]).convert("RGB"), classes=prompt
+            Image.open(fresh_world / "images" / image["file_name"]).convert("RGB"),
+            classes=prompt,
+            threshold=0.0,
         )
         for ann in data["annotations"]:
             if ann["image_id"] != image["id"] or ann["category_id"] not in names:
                 continue
             total += 1
             x, y, w, h = ann["bbox"]
-            iou = box_iou(result.boxes, torch.tensor([[x, y, x + w - 1, y + h - 1]], dtype=torch.float32))[:, 0]
+            iou = box_iou(result.boxes, torch.tensor([[x, y, x + w - 1, y + h - 1]], dtype=torch.float32))[
+                :, 0
+            ]
             hits = (iou >= 0.5).nonzero().flatten()
             if len(hits):
                 best = hits[result.scores[hits].argmax()]
                 right += prompt[int(result.labels[best])] == names[ann["category_id"]]
     assert total >= 15
-    assert right / total >= 0.7, (right, total)
+    assert right / total >= 0.8, (right, total)  # measured 26 / 27
