@@ -292,8 +292,12 @@ def run_demo(args: argparse.Namespace) -> int:
         print(
             "glip demo: the bundled demo model (the 'tiny' preset trained on the synthetic world of glip synth)"
         )
-        print(f"on {len(images)} bundled example image(s), prompt: {DEMO_PROMPT!r}")
-        model, threshold = "demo", 0.4
+        names = DEMO_PROMPT.split(",")
+        print(
+            f"on {len(images)} bundled example image(s), prompt: the {len(names)} seen names of that world "
+            f"({', '.join(names[:3])}, ..., {names[-1]})"
+        )
+        model, threshold = "demo", 0.45
     else:
         import numpy as np
         from PIL import Image, ImageDraw
