@@ -14,6 +14,10 @@ class names as the prompt:
 * ``task_A``: new shapes named by shape only ("pentagon"), ``task_B``: new colours x seen shapes
   ("pink circle"): new class sets among unannotated distractors of seen concepts.
 
+Control for each held-out set ("names permuted"): the same boxes with the category names shuffled among the
+categories (no name keeps its own), i.e. the AP a detector gets from localisation alone when the names carry
+no information. Zero-shot transfer is the gap between a row and its control.
+
 Writes ``experiments/results/zero_shot.json`` (``--out``).
 """
 
@@ -39,6 +43,22 @@ def _by_concept(result, ann_file: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def permuted_names(source: Path, target: Path, seed: int = 0) -> Path:
+    """The same file with the category names deranged (seeded): every category gets another one's name."""
+    import random
+
+    data = json.loads(source.read_text())
+    names = [c["name"] for c in data["categories"]]
+    rng = random.Random(seed)
+    order = list(range(len(names)))
+    while any(i == j for i, j in enumerate(order)):
+        rng.shuffle(order)
+    for category, j in zip(data["categories"], order):
+        category["name"] = names[j]
+    target.write_text(json.dumps(data))
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -61,8 +81,11 @@ def main() -> None:
         ("test", "detection.json", "test: seen + rare names"),
         ("synonyms", "detection.json", "synonyms: held-out names"),
         ("synonyms", "detection_seen_names.json", "synonyms: same boxes, training names"),
+        ("synonyms", "permuted:detection.json", "control: held-out names permuted"),
         ("task_A", "detection.json", "task_A: new shapes"),
+        ("task_A", "permuted:detection.json", "control: new shapes permuted"),
         ("task_B", "detection.json", "task_B: new colours"),
+        ("task_B", "permuted:detection.json", "control: new colours permuted"),
     ]
     rows = []
     for split, file, label in runs:
@@ -70,6 +93,8 @@ def main() -> None:
         if not (folder / "detection.json").exists():
             generate(folder, num_images=args.images, seed=args.seed, split=split, overwrite=True)
         ann = folder / file
+        if file.startswith("permuted:"):
+            ann = permuted_names(folder / file.split(":", 1)[1], folder / "detection_permuted.json")
         result = evaluate_coco(model, ann, folder / "images", progress=True, report=False)
         rows.append(
             {

@@ -89,13 +89,21 @@ class ShardedEpochSampler(Sampler[int]):
     ``DistributedSampler`` semantics), that can start mid-epoch (for exact resumption)."""
 
     def __init__(
-        self, length: int, rank: int = 0, world_size: int = 1, seed: int = 0, shuffle: bool = True
+        self,
+        length: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        min_per_rank: int = 1,
     ) -> None:
+        """``min_per_rank``: an epoch gives each process at least this many indices (samples repeat), so a
+        dataset smaller than one batch (a 1-shot set, say) still fills a batch instead of an empty epoch."""
         self.length, self.rank, self.world_size = length, rank, world_size
         self.seed, self.shuffle = seed, shuffle
         self.epoch = 0
         self.start = 0
-        self.per_rank = math.ceil(length / world_size)
+        self.per_rank = max(math.ceil(length / world_size), min_per_rank)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
@@ -304,7 +312,9 @@ def fit(
         ),
         lr=config.lr,
     )
-    sampler = ShardedEpochSampler(len(dataset), dist_info.rank, dist_info.world_size, config.seed)
+    sampler = ShardedEpochSampler(
+        len(dataset), dist_info.rank, dist_info.world_size, config.seed, min_per_rank=config.batch_size
+    )
     batches_per_epoch = max(1, len(sampler) // config.batch_size)
     steps_per_epoch = max(1, batches_per_epoch // config.grad_accum)
     if config.max_steps is None and config.epochs is None:

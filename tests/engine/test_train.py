@@ -83,6 +83,16 @@ def test_sharded_sampler_shards_and_resumes():
     assert list(sampler) != full
 
 
+def test_sampler_fills_a_batch_from_a_dataset_smaller_than_one():
+    """A 1-shot set of 3 images with batch size 4 (drop_last): epochs must not be empty (fit would spin)."""
+    sampler = ShardedEpochSampler(3, seed=0, min_per_rank=4)
+    indices = list(sampler)
+    assert len(indices) == 4 and set(indices) == {0, 1, 2}
+    ranks = [ShardedEpochSampler(3, rank=r, world_size=2, min_per_rank=4).indices() for r in range(2)]
+    assert all(len(r) == 4 for r in ranks) and set(ranks[0] + ranks[1]) == {0, 1, 2}
+    assert len(ShardedEpochSampler(10, min_per_rank=4)) == 10  # large datasets: unchanged
+
+
 def _run_tuning(mode: str, tmp_path: Path):
     model = _small_model()
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
