@@ -159,6 +159,30 @@ def grounding_recall(model: Any, ann: Path, images: Path, max_images: int | None
     return {k: round(float(v), 4) for k, v in result.metrics.items() if isinstance(v, float)}
 
 
+def command_line(script: str, args: Any, skip: tuple[str, ...] = ("work", "out")) -> str:
+    """The command that reproduces a run: ``python experiments/SCRIPT --flag value ...`` from its arguments."""
+    parts = [f"python experiments/{script}"]
+    for key, value in vars(args).items():
+        if key in skip or value is None:
+            continue
+        text = " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+        parts.append(f"--{key.replace('_', '-')} {text}")
+    return " ".join(parts)
+
+
+def write_report(out: str | Path, script: str, args: Any, started: float, **sections: Any) -> dict[str, Any]:
+    """Write ``{"command", "wall_seconds", **sections}`` as JSON to ``out``, print it, return it."""
+    report = {
+        "command": command_line(script, args),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        **sections,
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in report.items() if k != "runs"}, indent=2))
+    return report
+
+
 def mean_spread(values: list[float]) -> dict[str, float]:
     return {
         "mean": round(statistics.fmean(values), 4),

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from arms import REPO, detection_ap, mean_spread, subset, train_arm, world
+from arms import REPO, detection_ap, mean_spread, subset, train_arm, world, write_report
 from torch import nn
 
 SEPARATOR_TOKEN = "."
@@ -156,17 +156,7 @@ def main() -> None:
         arm: {key: mean_spread([r["test"][key] for r in rows]) for key in ("AP", "AP50")}
         for arm, rows in results.items()
     }
-    report = {
-        "command": "python experiments/detection_as_grounding.py --seeds "
-        + " ".join(map(str, args.seeds))
-        + f" --steps {args.steps} --train-images {args.train_images} --test-images {args.test_images}",
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "summary": summary,
-        "runs": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    write_report(args.out, "detection_as_grounding.py", args, started, summary=summary, runs=results)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import json
 import time
 from pathlib import Path
 
-from arms import REPO, detection_ap, grounding_recall, train_arm, world
+from arms import REPO, detection_ap, grounding_recall, train_arm, world, write_report
 
 
 def main() -> None:
@@ -71,15 +71,7 @@ def main() -> None:
             "grounding": grounding_recall(model, test / "grounding.json", test / "images"),
         }
         print(json.dumps({"arm": arm, **rows[arm]}), flush=True)
-    report = {
-        "command": f"python experiments/fusion.py --deep {args.deep} --seed {args.seed} --steps {args.steps} "
-        f"--size {args.size} --train-images {args.train_images} --test-images {args.test_images}",
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "arms": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(args.out, "fusion.py", args, started, arms=rows)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,17 @@ import json
 import time
 from pathlib import Path
 
-from arms import REPO, detection_ap, grounding_recall, image_ids, mean_spread, subset, train_arm, world
+from arms import (
+    REPO,
+    detection_ap,
+    grounding_recall,
+    image_ids,
+    mean_spread,
+    subset,
+    train_arm,
+    world,
+    write_report,
+)
 
 ARMS = ("det", "det+det", "det+ground")
 
@@ -86,17 +96,7 @@ def main() -> None:
             found = [r["grounding"].get(key) for r in rows]
             if all(v is not None for v in found):
                 summary_rows[arm][f"grounding_{key}"] = mean_spread(found)
-    report = {
-        "command": "python experiments/grounding_data.py --seeds "
-        + " ".join(map(str, args.seeds))
-        + f" --steps {args.steps} --train-images {args.train_images} --test-images {args.test_images}",
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "summary": summary_rows,
-        "runs": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report["summary"], indent=2))
+    write_report(args.out, "grounding_data.py", args, started, summary=summary_rows, runs=results)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from arms import REPO, detection_ap, mean_spread, train_arm, world
+from arms import REPO, detection_ap, mean_spread, train_arm, world, write_report
 
 
 def main() -> None:
@@ -115,18 +115,9 @@ def main() -> None:
         }
         for arm, rows in report_rows.items()
     }
-    report = {
-        "command": f"python experiments/self_training.py --teacher {args.teacher} --seeds "
-        + " ".join(map(str, args.seeds))
-        + f" --steps {args.steps} --captions-images {args.captions_images} --threshold {args.threshold:g}",
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "pseudo_labels": quality,
-        "summary": summary,
-        "runs": report_rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(summary, indent=2))
+    write_report(
+        args.out, "self_training.py", args, started, pseudo_labels=quality, summary=summary, runs=report_rows
+    )
 
 
 if __name__ == "__main__":

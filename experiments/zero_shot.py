@@ -28,6 +28,8 @@ import json
 import time
 from pathlib import Path
 
+from arms import write_report
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -107,15 +109,7 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]))
-    report = {
-        "command": f"python experiments/zero_shot.py --model {args.model} --images {args.images} "
-        f"--seed {args.seed}",
-        "wall_seconds": round(time.perf_counter() - started, 1),
-        "rows": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    write_report(args.out, "zero_shot.py", args, started, rows=rows)
 
 
 if __name__ == "__main__":
