@@ -18,6 +18,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 WORLDS = REPO / "outputs" / "worlds"
+#: the grounding score's text projection and temperature: trained at ``score_lr_factor`` x the rate
+SCORE_PARAMS = ("head.text_proj", "head.log_scale")
 
 
 def world(split: str, num_images: int, seed: int) -> Path:
@@ -69,14 +71,15 @@ def train_arm(
     shots: int = 0,
     before_fit: Any = None,
     size: int | None = None,
-    num_negatives: int | None = None,
+    prompt_options: dict[str, Any] | None = None,
+    score_params: tuple[str, ...] = SCORE_PARAMS,
 ) -> tuple[Any, dict[str, Any]]:
     """Train one arm. parts: ``(annotation file, image folder, sampling weight)``; ``head``: HeadConfig changes;
     ``init``: a model to start from (deep-copied) instead of a fresh ``tiny``. Returns (model, summary)."""
     import copy
 
     from glip.config import get_preset
-    from glip.data.build import build_dataset
+    from glip.data.build import build_dataset, detect_format
     from glip.data.mixed import MixedDataset
     from glip.data.transforms import TrainTransform
     from glip.engine.train import TrainConfig, fit
@@ -106,14 +109,13 @@ def train_arm(
     transform = TrainTransform.from_config(model.config.input, seed=seed)
     datasets = []
     for i, (ann, images, weight) in enumerate(parts):
-        dataset = build_dataset(ann, images, transform, seed=seed, shots=shots if i == 0 else 0)
-        if num_negatives is not None and hasattr(dataset, "num_negatives"):
-            dataset.num_negatives = num_negatives  # detection prompts: positives + N sampled negative names
+        options = prompt_options if detect_format(ann) == "coco" else None
+        dataset = build_dataset(
+            ann, images, transform, seed=seed, shots=shots if i == 0 else 0, prompt_options=options
+        )
         datasets.append((dataset, weight))
     dataset = datasets[0][0] if len(datasets) == 1 else MixedDataset(datasets, seed=seed)
-    factors = (("head.text_proj", score_lr_factor), ("head.log_scale", score_lr_factor))
-    if hasattr(model, "class_weights"):  # detection_as_grounding.py: the class-weight scores, same factor
-        factors = (*factors, ("class_weights", score_lr_factor))
+    factors = tuple((prefix, score_lr_factor) for prefix in score_params)
     config = TrainConfig(
         out_dir=str(work / "runs" / name),
         max_steps=steps,
@@ -142,12 +144,21 @@ def detection_ap(model: Any, ann: Path, images: Path) -> dict[str, float]:
 
     result = evaluate_coco(model, ann, images, progress=False, report=False)
     out = {"AP": round(float(result.metrics["AP"]), 4), "AP50": round(float(result.metrics["AP50"]), 4)}
-    concepts = {c["id"]: c.get("concept") for c in json.loads(ann.read_text())["categories"]}
+    for concept, values in concept_metrics(result, ann).items():
+        out.update({f"{key}_{concept}": value for key, value in values.items() if key != "categories"})
+    return out
+
+
+def concept_metrics(result: Any, ann: Path) -> dict[str, dict[str, float]]:
+    """Mean AP / AP50 (and the number of categories) per ``concept`` field of the synthetic categories
+    (seen, rare, synonym, task_A, task_B), over the categories present in the ground truth."""
+    concepts = {c["id"]: c.get("concept") for c in json.loads(Path(ann).read_text())["categories"]}
+    out: dict[str, dict[str, float]] = {}
     for concept in sorted({c for c in concepts.values() if c}):
         rows = [r for r in result.per_category if concepts.get(r["id"]) == concept and r["AP50"] > -1]
         if rows:
-            for key in ("AP", "AP50"):
-                out[f"{key}_{concept}"] = round(sum(r[key] for r in rows) / len(rows), 4)
+            out[concept] = {key: round(sum(r[key] for r in rows) / len(rows), 4) for key in ("AP", "AP50")}
+            out[concept]["categories"] = len(rows)
     return out
 
 

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from arms import REPO, detection_ap, mean_spread, subset, train_arm, world, write_report
+from arms import REPO, SCORE_PARAMS, detection_ap, mean_spread, subset, train_arm, world, write_report
 from torch import nn
 
 SEPARATOR_TOKEN = "."
@@ -109,28 +109,12 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import glip.data.build as build
-    from glip.data.datasets import CocoGroundingDataset
-
     started = time.perf_counter()
     work = Path(args.work)
     train, test = world("train", args.train_images, 0), world("test", args.test_images, 7)
     names = [c["name"] for c in json.loads((train / "detection.json").read_text())["categories"]]
     test_seen = subset(test / "detection.json", None, work / "data" / "test_seen.json", categories=set(names))
 
-    # every training prompt: all classes in category order (both arms; the class-weight arm needs it)
-    def fixed_prompt_dataset(source, image_dir, transform, seed=0, on_error="skip", **_):
-        return CocoGroundingDataset(
-            source,
-            image_dir,
-            transform,
-            num_negatives=-1,
-            shuffle_classes=False,
-            seed=seed,
-            on_error=on_error,
-        )
-
-    build.CocoGroundingDataset = fixed_prompt_dataset  # type: ignore[assignment,misc]
     results: dict[str, list[dict]] = {"grounding": [], "class weights": []}
     for seed in args.seeds:
         for arm in results:
@@ -148,6 +132,9 @@ def main() -> None:
                 seed=seed,
                 head={"deep_fusion": False},
                 before_fit=attach,
+                # every prompt: all classes in category order (the class-weight arm reads classes from it)
+                prompt_options={"num_negatives": -1, "shuffle_classes": False},
+                score_params=(*SCORE_PARAMS, "class_weights") if arm == "class weights" else SCORE_PARAMS,
             )
             row = {"seed": seed, **summary, "test": detection_ap(model, test_seen, test / "images")}
             results[arm].append(row)

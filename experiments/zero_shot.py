@@ -28,21 +28,9 @@ import json
 import time
 from pathlib import Path
 
-from arms import write_report
+from arms import concept_metrics, write_report
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _by_concept(result, ann_file: Path) -> dict[str, dict[str, float]]:
-    concepts = {c["id"]: c.get("concept", "all") for c in json.loads(ann_file.read_text())["categories"]}
-    out: dict[str, dict[str, float]] = {}
-    for concept in sorted(set(concepts.values())):
-        rows = [r for r in result.per_category if concepts.get(r["id"]) == concept and r["AP50"] > -1]
-        if rows:
-            out[concept] = {
-                key: round(sum(r[key] for r in rows) / len(rows), 4) for key in ("AP", "AP50")
-            } | {"categories": len(rows)}
-    return out
 
 
 def permuted_names(source: Path, target: Path, seed: int = 0) -> Path:
@@ -105,7 +93,7 @@ def main() -> None:
                 "file": file,
                 "AP": round(float(result.metrics["AP"]), 4),
                 "AP50": round(float(result.metrics["AP50"]), 4),
-                "by_concept": _by_concept(result, ann),
+                "by_concept": concept_metrics(result, ann),
             }
         )
         print(json.dumps(rows[-1]))

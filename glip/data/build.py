@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +59,18 @@ def build_dataset(
     seed: int = 0,
     on_error: str = "skip",
     label_map: str | Path | None = None,
+    prompt_options: Mapping[str, Any] | None = None,
 ) -> Any:
-    """The dataset for one annotation file (see the module docstring). ``shots`` > 0: k-shot COCO subset."""
+    """The dataset for one annotation file (see the module docstring). ``shots`` > 0: k-shot COCO subset.
+
+    ``prompt_options``: how COCO detection annotations become prompts, passed to
+    :class:`~glip.data.datasets.CocoGroundingDataset` (``num_negatives``, ``shuffle_classes``, ``separator``).
+    """
     kind = detect_format(ann_file)
     if shots and kind != "coco":
         raise DataError(f"--shots needs COCO detection annotations; {ann_file} is {kind}")
+    if prompt_options and kind != "coco":
+        raise DataError(f"prompt options apply to COCO detection annotations; {ann_file} is {kind}")
     if kind == "odvg":
         return ODVGDataset(ann_file, image_dir, transform, label_map=label_map, seed=seed, on_error=on_error)  # type: ignore[arg-type]
     if kind == "captions":
@@ -73,7 +80,9 @@ def build_dataset(
     source: Any = ann_file
     if shots:
         source = few_shot_subset(json.loads(Path(ann_file).read_text()), shots, seed)
-    return CocoGroundingDataset(source, image_dir, transform, seed=seed, on_error=on_error)  # type: ignore[arg-type]
+    return CocoGroundingDataset(
+        source, image_dir, transform, seed=seed, on_error=on_error, **(prompt_options or {})
+    )  # type: ignore[arg-type]
 
 
 def build_training_set(

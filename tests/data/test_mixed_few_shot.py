@@ -142,3 +142,25 @@ def test_few_shot_greedy_by_hand():
             for c in cats[image_id]:
                 quota[c] -= 1
     assert {im["id"] for im in few_shot_subset(coco, 1, seed=9)["images"]} == expected
+
+
+def test_build_dataset_prompt_options(coco_dir, eval_transform, tmp_path):
+    import json
+
+    from glip.data.build import build_dataset
+    from glip.data.types import DataError
+
+    root, data = coco_dir
+    ann = tmp_path / "coco.json"
+    ann.write_text(json.dumps(data))
+    options = {"num_negatives": -1, "shuffle_classes": False}
+    dataset = build_dataset(ann, root, eval_transform, prompt_options=options)
+    direct = CocoGroundingDataset(data, root, eval_transform, **options)
+    captions = {dataset[i].caption for i in range(len(dataset))}
+    assert captions == {direct[i].caption for i in range(len(direct))} and len(captions) == 1  # all, in order
+    default = build_dataset(ann, root, eval_transform)  # sampled negatives, shuffled: captions differ
+    assert {default[i].caption for i in range(len(default))} != captions
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"image": data["images"][0]["file_name"], "caption": "a cat"}) + "\n")
+    with pytest.raises(DataError, match="prompt options apply to COCO"):
+        build_dataset(pairs, root, eval_transform, prompt_options=options)

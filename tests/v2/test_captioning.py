@@ -109,9 +109,8 @@ def test_overfits_one_caption_and_decodes_it_with_grounded_words():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     first = None
-    for _ in range(
-        150
-    ):  # stops early once the caption is learnt (the trajectory depends on the thread count)
+    # up to 150 steps, stopping once the caption is learnt (the trajectory depends on the thread count)
+    for _ in range(150):
         losses = caption_losses(model, batch, ground_weight=0.0)
         value = float(losses["loss_caption"].detach())
         first = first if first is not None else value

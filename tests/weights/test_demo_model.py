@@ -14,9 +14,8 @@ from glip.weights.demo import DEMO_MODEL_DIR, demo_model_available
 
 pytestmark = pytest.mark.skipif(not demo_model_available(), reason="bundled demo model not installed")
 
-FRESH_SEED = (
-    4242  # experiments/demo_model.py trains on seed 0 (split train) and reports on seed 0 (split test)
-)
+# experiments/demo_model.py trains on seed 0 (split train) and reports on seed 0 (split test)
+FRESH_SEED = 4242
 
 
 @pytest.fixture(scope="module")
