@@ -397,6 +397,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--profile", action="store_true", help="add torch.profiler op tables of head block 0")
     parser.add_argument("--skip-gdino", action="store_true", help="measure GLIP only")
+    parser.add_argument(
+        "--skip-variants",
+        action="store_true",
+        help="skip the GLIP runs with other allocator settings (GLIP_MEMORY_RELEASE=never; THP_MEM_ALLOC_ENABLE=1)",
+    )
     parser.add_argument("--only", choices=("glip", "gdino"), default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -406,8 +411,8 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_child(which: str, argv: list[str]) -> dict[str, Any]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+def run_child(which: str, argv: list[str], extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **(extra_env or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--only", which]
     busy, own, start = system_busy_s(), children_cpu_s(), time.perf_counter()
@@ -468,6 +473,21 @@ def main(argv: list[str] | None = None) -> None:
         "prompt": "the 80 COCO class names joined by '. '",
         "glip": run_child("glip", child_argv),
     }
+    if not args.skip_variants:
+        # the same forward with glibc's usual behaviour (glip/memory.py off), and with torch's transparent
+        # huge pages for large blocks (fewer page faults for the mapped blocks)
+        variants = {"release_never": {"GLIP_MEMORY_RELEASE": "never"}, "thp": {"THP_MEM_ALLOC_ENABLE": "1"}}
+        report["glip_variants"] = {}
+        for name, extra_env in variants.items():
+            child = run_child("glip", child_argv, extra_env)
+            report["glip_variants"][name] = {
+                "env": extra_env,
+                "full_forward_postprocess_median_s": child["full_forward_postprocess"]["median_s"],
+                "peak_rss_one_forward_mb": child["peak_rss_one_forward_mb"],
+                "peak_rss_mb": child["peak_rss_mb"],
+                "rss_before_forward_mb": child["rss_before_forward_mb"],
+                "other_processes_cpu_s": child["other_processes_cpu_s"],
+            }
     if not args.skip_gdino:
         report["gdino"] = run_child("gdino", child_argv)
         glip_s = report["glip"]["full_forward_postprocess"]["median_s"]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from glip.config import EfficientNetConfig, GLIPConfig, SwinConfig
+from glip.memory import large_forward
 from glip.models.anchors import AnchorGenerator
 from glip.models.fpn import FPN
 from glip.models.head import HeadOutput, VLDyHead
@@ -75,7 +76,8 @@ class GLIP(nn.Module):
     # ------------------------------------------------------------------ pieces
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images: (B, 3, H, W) normalised -> P3..P7, each (B, C, H_l, W_l)."""
-        return self.fpn(self.backbone(images)[-3:])
+        with large_forward(images):  # no-grad CPU forwards of large images: glip/memory.py
+            return self.fpn(self.backbone(images)[-3:])
 
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, causal: bool = False
@@ -93,9 +95,10 @@ class GLIP(nn.Module):
 
     def forward_head(self, fpn: list[torch.Tensor], text: TextFeatures, causal: bool = False) -> HeadOutput:
         """The VL-DyHead on precomputed image and text features."""
-        if causal:
-            return self.head(fpn, text.hidden, text.embedded, text.mask, causal=True)
-        return self.head(fpn, text.hidden, text.embedded, text.mask)
+        with large_forward(fpn[0]):  # no-grad CPU forwards of large images: glip/memory.py
+            if causal:
+                return self.head(fpn, text.hidden, text.embedded, text.mask, causal=True)
+            return self.head(fpn, text.hidden, text.embedded, text.mask)
 
     # ------------------------------------------------------------------ forward
     def forward(
@@ -116,16 +119,17 @@ class GLIP(nn.Module):
 
         ``v2``: names of GLIPv2 heads to run (``"inter"``, ``"mlm"``); their outputs go to ``GLIPOutput.v2``.
         """
-        if fpn is None:
-            fpn = self.encode_images(images.tensors)
-        text = self.encode_text(input_ids, attention_mask, causal=causal)
-        head = self.forward_head(fpn, text, causal=causal)
-        anchors = self.anchor_generator(fpn)
-        v2_out = None
-        if v2:
-            from glip.v2.heads import forward_v2_heads
+        with large_forward(images.tensors):  # no-grad CPU forwards of large images: glip/memory.py
+            if fpn is None:
+                fpn = self.encode_images(images.tensors)
+            text = self.encode_text(input_ids, attention_mask, causal=causal)
+            head = self.forward_head(fpn, text, causal=causal)
+            anchors = self.anchor_generator(fpn)
+            v2_out = None
+            if v2:
+                from glip.v2.heads import forward_v2_heads
 
-            v2_out = forward_v2_heads(self, fpn, text, head, v2)
+                v2_out = forward_v2_heads(self, fpn, text, head, v2)
         return GLIPOutput(
             head=head, anchors=anchors, image_sizes=list(images.image_sizes), text=text, fpn=fpn, v2=v2_out
         )

@@ -1,0 +1,119 @@
+"""glip.memory: large no-grad CPU forwards map their big blocks, so freed memory goes back to the OS."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import glip
+import glip.memory as memory
+from glip.preprocess import ImageBatch
+
+needs_glibc = pytest.mark.skipif(memory._glibc() is None, reason="needs glibc's mallopt / malloc_trim")
+
+
+CHURN = """
+import json, os
+import torch
+import glip.memory as memory
+
+def rss_mb():
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+def churn(count=40, size_mb=4):
+    # blocks of size_mb, each followed by a 128 KB tensor that pins the heap top; free the big ones
+    before = rss_mb()
+    big, pins = [], []
+    for _ in range(count):
+        big.append(torch.ones(size_mb * 2**18))
+        pins.append(torch.ones(32 * 1024))
+    del big
+    return rss_mb() - before
+
+memory.RELEASE = "auto"
+# a freed 16 MB block raises glibc's dynamic mmap threshold to 16 MB: 4 MB blocks then come from the heap
+# and stay resident after they are freed
+big = torch.ones(4 * 2**20)
+del big
+kept = {}
+with torch.no_grad():
+    kept["before"] = churn()
+    with memory.large_forward(torch.zeros(memory.MIN_ELEMENTS)) as active:
+        kept["inside"] = churn()
+    kept["after"] = churn()
+print(json.dumps({"active": active, **kept}))
+"""
+
+
+@needs_glibc
+def test_freed_blocks_go_back_inside_a_large_forward():
+    # a fresh process: the allocator state of this one depends on the tests that ran before
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", CHURN], capture_output=True, text=True, env=env, check=True)
+    kept = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert kept["active"]
+    assert kept["before"] > 100, kept  # 160 MB allocated and freed, most of it still resident
+    assert kept["inside"] < 20, kept  # mapped blocks go back when freed (the pins stay: 5 MB)
+    assert kept["after"] > 100, kept  # outside the forward, the usual behaviour is back
+
+
+def test_only_large_no_grad_cpu_inputs(monkeypatch):
+    monkeypatch.setattr(memory, "_glibc", lambda: object())
+    monkeypatch.setattr(memory, "RELEASE", "auto")
+    big, small = torch.zeros(memory.MIN_ELEMENTS), torch.zeros(memory.MIN_ELEMENTS - 1)
+    assert not memory.applies(big)  # autograd on: a training step is left alone
+    with torch.no_grad():
+        assert not memory.applies(small)
+        assert memory.applies(big)
+        monkeypatch.setattr(memory, "RELEASE", "never")
+        assert not memory.applies(big)
+
+
+class FakeLibc:
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(("trim",))
+        return 1
+
+    def mallopt(self, param: int, value: int) -> int:
+        self.calls.append(("mallopt", value))
+        return 1
+
+
+def test_forward_sets_the_threshold_once_and_restores_it(monkeypatch):
+    torch.manual_seed(0)
+    model = glip.build_model(glip.get_preset("tiny_random")).eval()
+    libc = FakeLibc()
+    monkeypatch.setattr(memory, "_glibc", lambda: libc)
+    monkeypatch.setattr(memory, "RELEASE", "auto")
+    monkeypatch.setattr(memory, "MIN_ELEMENTS", 0)
+    images = ImageBatch(torch.randn(1, 3, 64, 96), [(64, 96)])
+    ids = torch.tensor([[101, 2417, 1012, 102]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        treated = model(images, ids, mask)
+    # nested (forward > encode_images, forward_head): set on the outermost entry, restored on its exit
+    assert libc.calls == [
+        ("trim",),
+        ("mallopt", memory.MMAP_THRESHOLD),
+        ("mallopt", memory.RESTORE_THRESHOLD),
+        ("trim",),
+    ]
+    assert memory._depth == 0
+    monkeypatch.setattr(memory, "RELEASE", "never")
+    with torch.no_grad():
+        plain = model(images, ids, mask)
+    for a, b in zip(treated.head.token_logits, plain.head.token_logits):
+        assert torch.equal(a, b)
+    libc.calls.clear()
+    monkeypatch.setattr(memory, "RELEASE", "auto")
+    model(images, ids, mask)  # with autograd: untouched
+    assert libc.calls == []
