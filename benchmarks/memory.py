@@ -159,15 +159,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--release", choices=("auto", "never"), default="auto")
     parser.add_argument("--compare", action="store_true", help="run auto and never, each in its own process")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     if not args.compare:
-        print(json.dumps(run(args), indent=2))
+        emit(run(args), args.out)
         return
     summary = {}
     for release in ("never", "auto"):
         command = [sys.executable, __file__, "--preset", args.preset, "--height", str(args.height)]
         command += ["--width", str(args.width), "--threads", str(args.threads)]
-        command += ["--repeats", str(args.repeats), "--release", release]
+        command += ["--repeats", str(args.repeats), "--release", release]  # no --out: the child prints
         result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
         summary[release] = {
             "rss_with_model_mb": result["rss_with_model_mb"],
@@ -175,7 +176,15 @@ def main() -> None:
             "forward_seconds": [row["seconds"] for row in result["forwards"]],
             "detail": result,
         }
-    print(json.dumps(summary, indent=2))
+    emit(summary, args.out)
+
+
+def emit(report: dict, out: Path | None) -> None:
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,12 @@ def main() -> None:
         help="train and run at this shorter side (0: the tiny preset's 288-352 / 320)",
     )
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="only evaluate the model in --out (all names, and the seen names alone in the prompt) and write "
+        "experiments/results/demo_model_eval.json",
+    )
     args = parser.parse_args()
 
     from glip.config import get_preset
@@ -81,6 +87,10 @@ def main() -> None:
         generate(train_dir, num_images=args.train_images, seed=args.seed, split="train")
     if not (test_dir / "detection.json").exists():
         generate(test_dir, num_images=args.test_images, seed=args.seed, split="test")
+
+    if args.evaluate_only:
+        evaluate_only(Path(args.out), test_dir)
+        return
 
     torch.manual_seed(args.seed)
     preset = get_preset("tiny")
@@ -158,6 +168,35 @@ def main() -> None:
     for path in sorted((test_dir / "images").glob("*.png"))[:3]:
         shutil.copy(path, examples / path.name)
     print(json.dumps(report, indent=2))
+
+
+def evaluate_only(model_dir: Path, test_dir: Path) -> None:
+    """AP50 of a saved model on the test world: every name in the prompt, and the 30 seen names alone."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "experiments"))
+    from arms import subset
+
+    from glip.eval.coco import evaluate_coco
+    from glip.weights.loading import load_model
+
+    model = load_model(model_dir).eval()
+    categories = json.loads((test_dir / "detection.json").read_text())["categories"]
+    seen = {c["name"] for c in categories if c.get("concept") == "seen"}
+    seen_file = subset(test_dir / "detection.json", None, test_dir.parent / "test_seen.json", categories=seen)
+    report = {"command": "python experiments/demo_model.py --evaluate-only", "model": str(model_dir)}
+    for name, path in (("all_names_in_prompt", test_dir / "detection.json"), ("seen_names_only", seen_file)):
+        result = evaluate_coco(model, path, test_dir / "images", progress=True)
+        concept = {c["id"]: c.get("concept") for c in json.loads(path.read_text())["categories"]}
+        rows = [r for r in result.per_category if concept.get(r["id"]) == "seen" and r["AP50"] > -1]
+        report[name] = {
+            "AP50_seen": sum(r["AP50"] for r in rows) / len(rows),
+            "AP_seen": sum(r["AP"] for r in rows) / len(rows),
+            "per_name_AP50": {r["name"]: round(r["AP50"], 4) for r in result.per_category if "name" in r},
+        }
+    out = REPO / "experiments" / "results" / "demo_model_eval.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items()}, indent=2))
 
 
 if __name__ == "__main__":
