@@ -183,6 +183,7 @@ def run_glip(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from glip.config import get_preset
+    from glip.memory import large_forward
     from glip.models.glip import GLIPOutput, build_model
     from glip.models.head import HeadOutput
     from glip.preprocess import ImageBatch
@@ -209,6 +210,12 @@ def run_glip(args: argparse.Namespace) -> dict[str, Any]:
     last: dict[str, GLIPOutput] = {}
 
     def piecewise() -> dict[str, float]:
+        # the blocks are called one by one, so the allocator setting of GLIP.forward (glip/memory.py) is
+        # applied here around the whole pass, as in the plain forward
+        with large_forward(images.tensors):
+            return piecewise_pass()
+
+    def piecewise_pass() -> dict[str, float]:
         t = dict.fromkeys(GLIP_COMPONENTS, 0.0)
         fpn, t["backbone_fpn"] = timed(lambda: model.encode_images(images.tensors))
         text, t["text_encoder"] = timed(lambda: model.encode_text(input_ids, attention_mask))
