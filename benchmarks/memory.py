@@ -20,25 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# benchmarks/ is on sys.path when this runs as a script; latency.py imports nothing heavy at module level
+from latency import COCO_NAMES, peak_rss_mb, rss_mb, tokenize
 
 
 class StageSampler(threading.Thread):
@@ -90,7 +79,6 @@ def attach(model, sampler: StageSampler) -> None:  # type: ignore[no-untyped-def
 def run(args: argparse.Namespace) -> dict:
     torch_start = rss_mb()
     import torch
-    from latency import COCO_NAMES, tokenize
 
     import glip.memory
     from glip.config import get_preset

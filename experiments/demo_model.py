@@ -172,10 +172,7 @@ def main() -> None:
 
 def evaluate_only(model_dir: Path, test_dir: Path) -> None:
     """AP50 of a saved model on the test world: every name in the prompt, and the 30 seen names alone."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "experiments"))
-    from arms import subset
+    from arms import concept_metrics, subset
 
     from glip.eval.coco import evaluate_coco
     from glip.weights.loading import load_model
@@ -187,16 +184,15 @@ def evaluate_only(model_dir: Path, test_dir: Path) -> None:
     report = {"command": "python experiments/demo_model.py --evaluate-only", "model": str(model_dir)}
     for name, path in (("all_names_in_prompt", test_dir / "detection.json"), ("seen_names_only", seen_file)):
         result = evaluate_coco(model, path, test_dir / "images", progress=True)
-        concept = {c["id"]: c.get("concept") for c in json.loads(path.read_text())["categories"]}
-        rows = [r for r in result.per_category if concept.get(r["id"]) == "seen" and r["AP50"] > -1]
+        by_concept = concept_metrics(result, path)["seen"]
         report[name] = {
-            "AP50_seen": sum(r["AP50"] for r in rows) / len(rows),
-            "AP_seen": sum(r["AP"] for r in rows) / len(rows),
+            "AP50_seen": by_concept["AP50"],
+            "AP_seen": by_concept["AP"],
             "per_name_AP50": {r["name"]: round(r["AP50"], 4) for r in result.per_category if "name" in r},
         }
     out = REPO / "experiments" / "results" / "demo_model_eval.json"
     out.write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: v for k, v in report.items()}, indent=2))
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
