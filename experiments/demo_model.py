@@ -61,6 +61,12 @@ def main() -> None:
         default=192,
         help="train and run at this shorter side (0: the tiny preset's 288-352 / 320)",
     )
+    parser.add_argument(
+        "--frozen-stages",
+        type=int,
+        default=-1,
+        help="freeze the backbone's stem and first k blocks (-1: nothing; EfficientNetConfig.frozen_stages)",
+    )
     parser.add_argument("--resume", action="store_true")
     parser.add_argument(
         "--evaluate-only",
@@ -95,7 +101,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     preset = get_preset("tiny")
     preset = dataclasses.replace(
-        preset, head=dataclasses.replace(preset.head, fused_text_for_score=bool(args.fused_text_score))
+        preset,
+        head=dataclasses.replace(preset.head, fused_text_for_score=bool(args.fused_text_score)),
+        backbone=dataclasses.replace(preset.backbone, frozen_stages=args.frozen_stages),
     )
     if args.image_size:
         size, longest = args.image_size, int(args.image_size * 1.6)

@@ -64,6 +64,9 @@ class EfficientNetConfig:
     name: str = "efficientnet_lite0"
     pretrained: bool = True
     out_indices: tuple[int, ...] = (2, 3, 4)
+    #: -1: nothing frozen; 0: the stem (``conv_stem`` + ``bn1``); k >= 1: the stem and ``blocks[0 .. k-1]``
+    #: (kept in eval mode, no gradients), like Swin's ``frozen_stages``.
+    frozen_stages: int = -1
 
     @property
     def out_channels(self) -> tuple[int, ...]:

@@ -13,9 +13,15 @@ class EfficientNetBackbone(nn.Module):
     """timm ``efficientnet_lite0`` features at strides 8/16/32 (channels 40, 112, 320 for indices 2, 3, 4)."""
 
     def __init__(
-        self, name: str = "efficientnet_lite0", pretrained: bool = True, out_indices=(2, 3, 4)
+        self,
+        name: str = "efficientnet_lite0",
+        pretrained: bool = True,
+        out_indices=(2, 3, 4),
+        frozen_stages: int = -1,
     ) -> None:
+        """``frozen_stages``: -1 none; 0 the stem; k >= 1 the stem and the first k blocks (eval mode, no grad)."""
         super().__init__()
+        self.frozen_stages = frozen_stages
         try:
             import timm
         except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -25,6 +31,28 @@ class EfficientNetBackbone(nn.Module):
         )
         if pretrained:
             load_efficientnet_lite0_weights(self.body)
+        if frozen_stages >= len(self.body.blocks):
+            raise ValueError(
+                f"frozen_stages={frozen_stages}: {name} has {len(self.body.blocks)} blocks (use -1 to {len(self.body.blocks) - 1})"
+            )
+        self._freeze_stages()
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages < 0:
+            return []
+        return [self.body.conv_stem, self.body.bn1, *self.body.blocks[: self.frozen_stages]]
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> EfficientNetBackbone:
+        """Switch mode but keep the frozen stages in eval (their batch-norm statistics stay fixed)."""
+        super().train(mode)
+        self._freeze_stages()
+        return self
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images: (B, 3, H, W) -> feature maps at strides 8, 16, 32."""

@@ -181,7 +181,9 @@ def _build_backbone(config: GLIPConfig) -> nn.Module:
     if isinstance(backbone, EfficientNetConfig):
         from glip.models.efficientnet import EfficientNetBackbone
 
-        return EfficientNetBackbone(backbone.name, backbone.pretrained, backbone.out_indices)
+        return EfficientNetBackbone(
+            backbone.name, backbone.pretrained, backbone.out_indices, backbone.frozen_stages
+        )
     raise TypeError(f"unsupported backbone config {type(backbone).__name__}")
 
 
