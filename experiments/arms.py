@@ -20,6 +20,10 @@ REPO = Path(__file__).resolve().parents[1]
 WORLDS = REPO / "outputs" / "worlds"
 #: the grounding score's text projection and temperature: trained at ``score_lr_factor`` x the rate
 SCORE_PARAMS = ("head.text_proj", "head.log_scale")
+#: the demo model's recipe (experiments/demo_model.py defaults): grounding data's share next to detection 1.0,
+#: and the backbone's stem + first two blocks frozen. Claims 1 and 3 ran before (no frozen stages, own mixes).
+DEMO_GROUNDING_WEIGHT = 0.25
+DEMO_FROZEN_STAGES = 2
 
 
 def world(split: str, num_images: int, seed: int) -> Path:
@@ -73,9 +77,11 @@ def train_arm(
     size: int | None = None,
     prompt_options: dict[str, Any] | None = None,
     score_params: tuple[str, ...] = SCORE_PARAMS,
+    frozen_stages: int = -1,
 ) -> tuple[Any, dict[str, Any]]:
     """Train one arm. parts: ``(annotation file, image folder, sampling weight)``; ``head``: HeadConfig changes;
-    ``init``: a model to start from (deep-copied) instead of a fresh ``tiny``. Returns (model, summary)."""
+    ``init``: a model to start from (deep-copied) instead of a fresh ``tiny`` (it keeps its own frozen stages);
+    ``frozen_stages``: the fresh model's ``EfficientNetConfig.frozen_stages``. Returns (model, summary)."""
     import copy
 
     from glip.config import get_preset
@@ -103,6 +109,9 @@ def train_arm(
             )
         if head:
             preset = dataclasses.replace(preset, head=dataclasses.replace(preset.head, **head))
+        preset = dataclasses.replace(
+            preset, backbone=dataclasses.replace(preset.backbone, frozen_stages=frozen_stages)
+        )
         model = build_model(preset)
     if before_fit is not None:
         before_fit(model)  # e.g. attach an experiment's module (trained with the model)

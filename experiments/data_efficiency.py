@@ -25,7 +25,7 @@ import json
 import time
 from pathlib import Path
 
-from arms import REPO, detection_ap, mean_spread, train_arm, world
+from arms import DEMO_FROZEN_STAGES, REPO, detection_ap, mean_spread, train_arm, world
 
 MODES = ("full", "prompt", "linear", "scratch")
 LR = {"full": 2e-4, "prompt": 5e-3, "linear": 2e-4, "scratch": 2e-4}
@@ -96,6 +96,7 @@ def main() -> None:
                     tune="full" if mode == "scratch" else mode,
                     init=None if mode == "scratch" else base,
                     shots=k,
+                    frozen_stages=DEMO_FROZEN_STAGES,  # the scratch arm's; the others keep the demo model's
                 )
                 row = {"seed": seed, "shots": shots, "mode": mode, **summary}
                 row["test"] = detection_ap(model, test / "detection.json", test / "images")

@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from arms import REPO, detection_ap, mean_spread, train_arm, world, write_report
+from arms import DEMO_GROUNDING_WEIGHT, REPO, detection_ap, mean_spread, train_arm, world, write_report
 
 
 def main() -> None:
@@ -84,11 +84,15 @@ def main() -> None:
     teacher_test = detection_ap(teacher, test / "detection.json", test / "images")
     report_rows["teacher"].append({"test": teacher_test})
     images = human / "images"
-    human_parts = [(human / "detection.json", images, 1.0), (human / "grounding.json", images, 1.0)]
+    human_parts = [
+        (human / "detection.json", images, 1.0),
+        (human / "grounding.json", images, DEMO_GROUNDING_WEIGHT),
+    ]
+    human_weight = sum(weight for _, _, weight in human_parts)
     for seed in args.seeds:
-        arms = {
+        arms = {  # the student: half of its batches pseudo-labelled
             "teacher+human": human_parts,
-            "student": [*human_parts, (pseudo, web / "images", 2.0)],
+            "student": [*human_parts, (pseudo, web / "images", human_weight)],
         }
         for arm, parts in arms.items():
             model, summary = train_arm(
