@@ -11,7 +11,8 @@
    hidden ground truth is measured with ``glip.selftrain.scoring``.
 3. Two arms trained from the teacher for the same number of steps with the demo recipe (arms.py):
    ``teacher+human``: more steps on the human data only (detection + grounding of the teacher's world: the
-   control for the extra steps); ``student``: the same human data mixed 1:1 with the pseudo-labels.
+   control for the extra steps); ``student``: the same human data (detection + grounding 1 : 0.25, the demo
+   recipe) and the pseudo-labels at the same total weight (half of the batches).
 4. Box AP50 on the seen and on the rare names (concepts only mentioned in grounding captions) of the held-out
    ``test`` world (seed 7), for the teacher and both arms.
 
