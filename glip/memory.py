@@ -30,8 +30,8 @@ from collections.abc import Iterator
 import torch
 
 RELEASE = os.environ.get("GLIP_MEMORY_RELEASE", "auto")  # "auto" | "never"
-# inputs with fewer elements than a 3-channel 512x512 image are not worth it
-MIN_ELEMENTS = 3 * 512 * 512
+# inputs smaller than one 512x512 image (batch x height x width in image pixels) are not worth it
+MIN_PIXELS = 512 * 512
 MMAP_THRESHOLD = 1 << 20
 RESTORE_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
 _M_MMAP_THRESHOLD = -3  # mallopt parameter number (malloc.h)
@@ -54,23 +54,31 @@ def _glibc() -> ctypes.CDLL | None:
     return libc
 
 
-def applies(reference: torch.Tensor) -> bool:
-    """Whether a forward over ``reference`` gets the treatment: ``RELEASE == "auto"``, no autograd, CPU,
-    at least :data:`MIN_ELEMENTS` elements, glibc."""
+def image_pixels(reference: torch.Tensor, stride: int = 1) -> int:
+    """Image pixels a (B, C, H, W) tensor stands for: B x H x W x stride^2 (stride: of a feature map)."""
+    if reference.dim() != 4:
+        raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(reference.shape)}")
+    batch, _, height, width = reference.shape
+    return batch * height * width * stride * stride
+
+
+def applies(reference: torch.Tensor, stride: int = 1) -> bool:
+    """Whether a forward over ``reference`` (B, C, H, W: images, or a feature map of that ``stride``) gets
+    the treatment: ``RELEASE == "auto"``, no autograd, CPU, at least :data:`MIN_PIXELS` image pixels, glibc."""
     return (
         RELEASE == "auto"
         and not torch.is_grad_enabled()
         and reference.device.type == "cpu"
-        and reference.numel() >= MIN_ELEMENTS
+        and image_pixels(reference, stride) >= MIN_PIXELS
         and _glibc() is not None
     )
 
 
 @contextlib.contextmanager
-def large_forward(reference: torch.Tensor) -> Iterator[bool]:
+def large_forward(reference: torch.Tensor, stride: int = 1) -> Iterator[bool]:
     """Run the block with a low mmap threshold if :func:`applies`; yields whether it does. Nests."""
     global _depth
-    active = applies(reference)
+    active = applies(reference, stride)
     if active:
         libc = _glibc()
         with _lock:

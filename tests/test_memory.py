@@ -46,11 +46,11 @@ with torch.no_grad():
     if phase == "outside":
         kept = churn()
     elif phase == "inside":
-        with memory.large_forward(torch.zeros(memory.MIN_ELEMENTS)) as active:
+        with memory.large_forward(torch.zeros(1, 1, 512, 512)) as active:
             assert active
             kept = churn()
     else:  # after a large forward
-        with memory.large_forward(torch.zeros(memory.MIN_ELEMENTS)):
+        with memory.large_forward(torch.zeros(1, 1, 512, 512)):
             pass
         kept = churn()
 print(json.dumps(kept))
@@ -76,11 +76,17 @@ def test_freed_blocks_go_back_inside_a_large_forward():
 def test_only_large_no_grad_cpu_inputs(monkeypatch):
     monkeypatch.setattr(memory, "_glibc", lambda: object())
     monkeypatch.setattr(memory, "RELEASE", "auto")
-    big, small = torch.zeros(memory.MIN_ELEMENTS), torch.zeros(memory.MIN_ELEMENTS - 1)
+    big, small = torch.zeros(1, 3, 512, 512), torch.zeros(1, 3, 511, 512)
     assert not memory.applies(big)  # autograd on: a training step is left alone
     with torch.no_grad():
         assert not memory.applies(small)
         assert memory.applies(big)
+        assert memory.applies(torch.zeros(2, 3, 256, 512))  # the batch counts
+        # a feature map counts as the image it came from: P3 (stride 8) of a 512x512 image, 256 channels
+        assert memory.applies(torch.zeros(1, 256, 64, 64), stride=8)
+        assert not memory.applies(torch.zeros(1, 256, 64, 63), stride=8)
+        with pytest.raises(ValueError, match="expected a"):
+            memory.applies(torch.zeros(3 * 512 * 512))
         monkeypatch.setattr(memory, "RELEASE", "never")
         assert not memory.applies(big)
 
@@ -104,7 +110,7 @@ def test_forward_sets_the_threshold_once_and_restores_it(monkeypatch):
     libc = FakeLibc()
     monkeypatch.setattr(memory, "_glibc", lambda: libc)
     monkeypatch.setattr(memory, "RELEASE", "auto")
-    monkeypatch.setattr(memory, "MIN_ELEMENTS", 0)
+    monkeypatch.setattr(memory, "MIN_PIXELS", 0)
     images = ImageBatch(torch.randn(1, 3, 64, 96), [(64, 96)])
     ids = torch.tensor([[101, 2417, 1012, 102]])
     mask = torch.ones_like(ids)

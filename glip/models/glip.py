@@ -95,7 +95,7 @@ class GLIP(nn.Module):
 
     def forward_head(self, fpn: list[torch.Tensor], text: TextFeatures, causal: bool = False) -> HeadOutput:
         """The VL-DyHead on precomputed image and text features."""
-        with large_forward(fpn[0]):  # no-grad CPU forwards of large images: glip/memory.py
+        with large_forward(fpn[0], stride=8):  # P3: the same image-size rule as the image encoder
             if causal:
                 return self.head(fpn, text.hidden, text.embedded, text.mask, causal=True)
             return self.head(fpn, text.hidden, text.embedded, text.mask)
