@@ -1,10 +1,11 @@
 """Miniature claim 3: grounding data vs more detection data (rare / caption-only concepts).
 
-    python experiments/grounding_data.py                   # 3 arms x 1 seed: ~1.5 hours on 2 cores
+    python experiments/grounding_data.py                   # 3 arms x 1 seed, 3100 steps: ~1.5 hours on 2 cores
+    python experiments/grounding_data.py --steps 1000      # the documented runs (47 min on one core)
     python experiments/grounding_data.py --seeds 0 1 2
 
-Three arms, each the ``tiny`` preset trained for the same number of steps (arms.py: the demo model's recipe) on
-the synthetic ``train`` world (2000 images, seed 0) split into halves A and B by image id:
+Three arms, each the ``tiny`` preset trained for the same number of steps (arms.py: the demo model's recipe
+from before its frozen stages and 1:0.25 mix) on the synthetic ``train`` world (2000 images, seed 0) split into halves A and B by image id:
 
 * ``det``: detection data of half A only (seen names; rare objects unannotated);
 * ``det+det``: detection data of A and B mixed 1:1 ("more detection data": the same seen names);
