@@ -5,7 +5,8 @@
     python experiments/grounding_data.py --seeds 0 1 2
 
 Three arms, each the ``tiny`` preset trained for the same number of steps (arms.py: the demo model's recipe
-from before its frozen stages and 1:0.25 mix) on the synthetic ``train`` world (2000 images, seed 0) split into halves A and B by image id:
+from before its frozen stages and 1:0.25 mix) on the synthetic ``train`` world (2000 images, seed 0) split
+into halves A and B by image id:
 
 * ``det``: detection data of half A only (seen names; rare objects unannotated);
 * ``det+det``: detection data of A and B mixed 1:1 ("more detection data": the same seen names);
