@@ -55,9 +55,10 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def image_pixels(reference: torch.Tensor, stride: int = 1) -> int:
-    """Image pixels a (B, C, H, W) tensor stands for: B x H x W x stride^2 (stride: of a feature map)."""
+    """Image pixels a (B, C, H, W) tensor stands for: B x H x W x stride^2 (stride: of a feature map); 0 for
+    any other shape (e.g. the empty image tensor of a text-only forward)."""
     if reference.dim() != 4:
-        raise ValueError(f"expected a (B, C, H, W) tensor, got shape {tuple(reference.shape)}")
+        return 0
     batch, _, height, width = reference.shape
     return batch * height * width * stride * stride
 
