@@ -8,8 +8,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from glip.models.frozen import FrozenStages
 
-class EfficientNetBackbone(nn.Module):
+
+class EfficientNetBackbone(FrozenStages):
     """timm ``efficientnet_lite0`` features at strides 8/16/32 (channels 40, 112, 320 for indices 2, 3, 4)."""
 
     def __init__(
@@ -32,8 +34,9 @@ class EfficientNetBackbone(nn.Module):
         if pretrained:
             load_efficientnet_lite0_weights(self.body)
         if frozen_stages >= len(self.body.blocks):
+            count = len(self.body.blocks)
             raise ValueError(
-                f"frozen_stages={frozen_stages}: {name} has {len(self.body.blocks)} blocks (use -1 to {len(self.body.blocks) - 1})"
+                f"frozen_stages={frozen_stages}: {name} has {count} blocks (use -1 to {count - 1})"
             )
         self._freeze_stages()
 
@@ -41,18 +44,6 @@ class EfficientNetBackbone(nn.Module):
         if self.frozen_stages < 0:
             return []
         return [self.body.conv_stem, self.body.bn1, *self.body.blocks[: self.frozen_stages]]
-
-    def _freeze_stages(self) -> None:
-        for module in self._frozen_modules():
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> EfficientNetBackbone:
-        """Switch mode but keep the frozen stages in eval (their batch-norm statistics stay fixed)."""
-        super().train(mode)
-        self._freeze_stages()
-        return self
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images: (B, 3, H, W) -> feature maps at strides 8, 16, 32."""

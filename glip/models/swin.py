@@ -27,6 +27,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from glip.models.frozen import FrozenStages
+
 __all__ = [
     "PatchEmbed",
     "PatchMerging",
@@ -401,7 +403,7 @@ class PatchEmbed(nn.Module):
         return x.transpose(1, 2).reshape(b, c, hh, ww)
 
 
-class SwinTransformer(nn.Module):
+class SwinTransformer(FrozenStages):
     """Swin v1 backbone returning the four stage maps (GLIP ``SWINT-FPN-RETINANET`` body).
 
     Args:
@@ -484,18 +486,6 @@ class SwinTransformer(nn.Module):
         if self.frozen_stages >= 2:
             modules.extend(self.layers[: self.frozen_stages - 1])
         return modules
-
-    def _freeze_stages(self) -> None:
-        for m in self._frozen_modules():
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> SwinTransformer:
-        """Switch mode but keep frozen stages in eval (official swint.py ``train`` override)."""
-        super().train(mode)
-        self._freeze_stages()
-        return self
 
     def forward(self, images: Tensor) -> list[Tensor]:
         """Compute the four stage feature maps.
