@@ -30,6 +30,7 @@ from glip.models.glip import GLIP, GLIPOutput
 from glip.models.language import TextFeatures
 from glip.postprocess import Detections
 from glip.preprocess import ImageBatch, normalize, pad_batch, resize_image, resized_hw
+from glip.runtime import autocast, check_precision, resolve_device
 from glip.text.prompts import (
     DetectionPrompt,
     build_detection_prompt,
@@ -145,7 +146,7 @@ class GLIPPredictor:
         precision: str = "fp32",
         mask_head: torch.nn.Module | None = None,
     ) -> None:
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.device = resolve_device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         # GLIPv2 mask head (glip.v2.segmentation.MaskHead) for predict(..., masks=True); None: boxes only
         self.mask_head = mask_head.to(self.device).eval() if mask_head is not None else None
@@ -153,25 +154,12 @@ class GLIPPredictor:
         self._text_cache: OrderedDict[str, TextFeatures] = OrderedDict()
         self._text_cache_size = text_cache_size
         self.max_query_len = min(model.config.text.max_query_len, MAX_QUERY_LEN)
-        if precision not in ("fp32", "fp16", "bf16"):
-            raise ValueError(f"precision must be fp32, fp16 or bf16, got {precision!r}")
-        if precision != "fp32" and self.device.type == "cpu":
-            from glip.engine.train import cpu_has_native_bf16
-
-            if precision == "fp16" or not cpu_has_native_bf16():
-                raise ValueError(
-                    f"{precision} on this CPU would be far slower than fp32 (no native support): use fp32 on CPU"
-                )
+        check_precision(precision, self.device)
         self.precision = precision
 
     def _autocast(self) -> Any:
         """fp16 / bf16 autocast on GPU (post-processing always in fp32); nothing for fp32."""
-        import contextlib
-
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return autocast(self.device, self.precision)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str | None = None, **kwargs: Any) -> GLIPPredictor:
@@ -182,7 +170,8 @@ class GLIPPredictor:
 
             if (Path(name_or_path) / MASK_HEAD_WEIGHTS_FILE).is_file():
                 kwargs["mask_head"] = load_mask_head(name_or_path)
-        return cls(load_model(name_or_path, device=device or "cpu"), device=device, **kwargs)
+        resolved = resolve_device(device)
+        return cls(load_model(name_or_path, device=str(resolved)), device=resolved, **kwargs)
 
     # ------------------------------------------------------------------ prompts
     def class_prompts(self, classes: Sequence[str], chunk_size: int | None = None) -> list[_Prompt]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -31,10 +30,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from glip.engine.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from glip.engine.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from glip.engine.distributed import all_reduce_mean, barrier, init_distributed
 from glip.engine.optim import ModelEMA, build_scheduler, parameter_groups
 from glip.engine.tuning import apply_tuning
 from glip.losses.grounding import output_losses
+from glip.runtime import resolve_device, to_device, training_autocast
 
 logger = logging.getLogger(__name__)
 
@@ -125,52 +125,6 @@ class ShardedEpochSampler(Sampler[int]):
         return self.per_rank - self.start
 
 
-def _resolve_device(name: str, dist_info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and dist_info.enabled:
-        return torch.device("cuda", dist_info.local_rank)
-    return torch.device(name)
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True when a bf16 matmul on this CPU is at least half as fast as fp32 (measured once, ~50 ms).
-
-    CPU flags are not enough: the 2-core CI machines advertise avx512_bf16, yet a bf16 matmul there runs
-    ~200x slower than fp32 (0.3 vs 158 GFLOP/s), so bf16 must never be a CPU default.
-    """
-    a32 = torch.randn(256, 256)
-    b32 = torch.randn(256, 256)
-    a16, b16 = a32.bfloat16(), b32.bfloat16()
-
-    def best(x: torch.Tensor, y: torch.Tensor) -> float:
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            torch.mm(x, y)
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    fp32, bf16 = best(a32, b32), best(a16, b16)
-    return bf16 <= 2.0 * fp32
-
-
-def _autocast(config: TrainConfig, device: torch.device) -> tuple[contextlib.AbstractContextManager, bool]:
-    """(autocast context, whether to use a GradScaler)."""
-    if config.amp == "none":
-        return contextlib.nullcontext(), False
-    if config.amp not in ("fp16", "bf16"):
-        raise ValueError(f"unknown amp mode {config.amp!r} (none, fp16, bf16)")
-    if device.type == "cpu":
-        if config.amp == "bf16" and cpu_has_native_bf16():
-            return torch.autocast("cpu", dtype=torch.bfloat16), False
-        logger.warning("amp=%s ignored on this CPU (no native support): training in fp32", config.amp)
-        return contextlib.nullcontext(), False
-    dtype = torch.float16 if config.amp == "fp16" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype), config.amp == "fp16"
-
-
 def compute_losses(model: nn.Module, batch: Any, config: TrainConfig) -> dict[str, torch.Tensor]:
     """Forward + GLIP losses for one :class:`glip.data.types.Batch` already on the model's device.
 
@@ -224,16 +178,6 @@ def compute_losses(model: nn.Module, batch: Any, config: TrainConfig) -> dict[st
     return losses
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
-    return dataclasses.replace(
-        batch,
-        images=batch.images.to(device),
-        input_ids=batch.input_ids.to(device),
-        attention_mask=batch.attention_mask.to(device),
-        targets=[t.to(device) for t in batch.targets],
-    )
-
-
 class _MetricsWriter:
     def __init__(self, out_dir: Path, enabled: bool) -> None:
         self.enabled = enabled
@@ -282,7 +226,7 @@ def fit(
 
     collate_fn = collate_fn or default_collate
     dist_info = init_distributed(None if config.device == "auto" else config.device)
-    device = _resolve_device(config.device, dist_info)
+    device = resolve_device(config.device, dist_info.local_rank if dist_info.enabled else None)
     out_dir = Path(config.out_dir)
     if dist_info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -332,7 +276,7 @@ def fit(
         gamma=config.gamma,
     )
     ema = ModelEMA(model, config.ema) if config.ema > 0 else None
-    autocast, use_scaler = _autocast(config, device)
+    autocast, use_scaler = training_autocast(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
     step, epoch, batch_in_epoch = 0, 0, 0
@@ -421,7 +365,7 @@ def fit(
         )
         micro = 0
         for batch in loader:
-            batch = _to_device(batch, device)
+            batch = to_device(batch, device)
             sync = (micro + 1) % config.grad_accum == 0
             context = train_model.no_sync() if (dist_info.enabled and not sync) else contextlib.nullcontext()
             with context:

@@ -413,16 +413,14 @@ def train_segmentation(
 
     from glip.data.types import collate
     from glip.engine.optim import build_scheduler
-    from glip.engine.train import ShardedEpochSampler, _to_device
+    from glip.engine.train import ShardedEpochSampler
+    from glip.runtime import resolve_device, to_device
 
     if config.max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {config.max_steps}")
     if len(dataset) == 0:
         raise ValueError("train_segmentation: the dataset is empty")
-    name = config.device
-    device = torch.device(
-        "cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name)
-    )
+    device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     was_training = model.training
     model.to(device).eval()
@@ -466,7 +464,7 @@ def train_segmentation(
                     empty += 1
                     continue
                 used_any = True
-                batch = _to_device(batch, device)
+                batch = to_device(batch, device)
                 with torch.no_grad():
                     output = model(batch.images, batch.input_ids, batch.attention_mask)
                 targets = [batch.targets[i] for i in keep]
