@@ -243,7 +243,8 @@ def evaluate_odinw(
             report in ``out_dir``; ``model_name``: the name of ``model`` (datasets with their own ``model``
             are named by it).
         load_model: turns a dataset's ``model`` string into a model (default: ``glip.load_model``).
-        chunk_size: classes per prompt of datasets without their own (as :func:`~glip.eval.coco.evaluate_coco`).
+        chunk_size: classes per prompt of the datasets without their own (as in
+            :func:`~glip.eval.coco.evaluate_coco`).
 
     Returns:
         :class:`EvalResult`: ``metrics`` has ``AP_avg``, ``AP50_avg`` and ``AP/<name>``; ``per_category``
