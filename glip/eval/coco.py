@@ -349,11 +349,8 @@ def evaluate_detection(
     """
     max_images, batch_size, out_dir = options.max_images, options.batch_size, options.out_dir
     device, model_name, masks = options.device, options.model_name, options.masks
-    report, num_examples, detections_per_img = (
-        options.report,
-        options.num_examples,
-        options.detections_per_img,
-    )
+    report, num_examples = options.report, options.num_examples
+    detections_per_img = options.detections_per_img
     image_dir = Path(image_dir)
     image_ids = select_images(dataset, max_images)
     items = build_work_items(dataset, image_dir, image_ids)
