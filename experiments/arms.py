@@ -150,8 +150,9 @@ def train_arm(
 def detection_ap(model: Any, ann: Path, images: Path) -> dict[str, float]:
     """Box AP / AP50 overall and per ``concept`` field of the categories (seen, rare, ...)."""
     from glip.eval.coco import evaluate_coco
+    from glip.eval.options import EvalOptions
 
-    result = evaluate_coco(model, ann, images, progress=False, report=False)
+    result = evaluate_coco(model, ann, images, EvalOptions(progress=False, report=False))
     out = {"AP": round(float(result.metrics["AP"]), 4), "AP50": round(float(result.metrics["AP50"]), 4)}
     for concept, values in concept_metrics(result, ann).items():
         out.update({f"{key}_{concept}": value for key, value in values.items() if key != "categories"})
@@ -174,8 +175,11 @@ def concept_metrics(result: Any, ann: Path) -> dict[str, dict[str, float]]:
 def grounding_recall(model: Any, ann: Path, images: Path, max_images: int | None = None) -> dict[str, float]:
     """Phrase-grounding Recall@1/5 (Flickr30K Entities protocol, ``glip.eval.evaluate_flickr``)."""
     from glip.eval.flickr import evaluate_flickr
+    from glip.eval.options import EvalOptions
 
-    result = evaluate_flickr(model, ann, images, progress=False, report=False, max_images=max_images)
+    result = evaluate_flickr(
+        model, ann, images, EvalOptions(progress=False, report=False, max_images=max_images)
+    )
     return {k: round(float(v), 4) for k, v in result.metrics.items() if isinstance(v, float)}
 
 

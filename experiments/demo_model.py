@@ -87,6 +87,7 @@ def main() -> None:
     from glip.data.transforms import TrainTransform
     from glip.engine.train import TrainConfig, fit
     from glip.eval.coco import evaluate_coco
+    from glip.eval.options import EvalOptions
     from glip.models.glip import build_model
     from glip.weights.loading import load_model, save_model
 
@@ -148,7 +149,9 @@ def main() -> None:
         shutil.rmtree(out)
     save_model(model, out, skip_pretrained_text=True, half=True)
     shipped = load_model(out).eval()
-    result = evaluate_coco(shipped, test_dir / "detection.json", test_dir / "images", progress=True)
+    result = evaluate_coco(
+        shipped, test_dir / "detection.json", test_dir / "images", EvalOptions(progress=True)
+    )
     metrics = {k: v for k, v in result.metrics.items() if isinstance(v, float)}
     # the target: AP50 on the seen concepts (the test file also holds the rare ones)
     concepts = {
@@ -189,6 +192,7 @@ def evaluate_only(model_dir: Path, test_dir: Path) -> None:
     from arms import concept_metrics, subset
 
     from glip.eval.coco import evaluate_coco
+    from glip.eval.options import EvalOptions
     from glip.weights.loading import load_model
 
     model = load_model(model_dir).eval()
@@ -197,7 +201,7 @@ def evaluate_only(model_dir: Path, test_dir: Path) -> None:
     seen_file = subset(test_dir / "detection.json", None, test_dir.parent / "test_seen.json", categories=seen)
     report = {"command": "python experiments/demo_model.py --evaluate-only", "model": str(model_dir)}
     for name, path in (("all_names_in_prompt", test_dir / "detection.json"), ("seen_names_only", seen_file)):
-        result = evaluate_coco(model, path, test_dir / "images", progress=True)
+        result = evaluate_coco(model, path, test_dir / "images", EvalOptions(progress=True))
         by_concept = concept_metrics(result, path)["seen"]
         report[name] = {
             "AP50_seen": by_concept["AP50"],

@@ -42,6 +42,7 @@ def run_arm(
     from glip.data.transforms import TrainTransform
     from glip.engine.train import TrainConfig, fit
     from glip.eval.coco import evaluate_coco
+    from glip.eval.options import EvalOptions
     from glip.models.glip import build_model
 
     config = get_preset("tiny")
@@ -77,7 +78,9 @@ def run_arm(
     fit(model, dataset, train_config)
     train_seconds = time.perf_counter() - started
     model.eval()
-    result = evaluate_coco(model, test_ann, work / "test" / "images", progress=False, report=False)
+    result = evaluate_coco(
+        model, test_ann, work / "test" / "images", EvalOptions(progress=False, report=False)
+    )
     metrics = {k: round(float(result.metrics[k]), 4) for k in ("AP", "AP50", "AR100")}
     last = [json.loads(x) for x in (Path(train_config.out_dir) / "metrics.jsonl").read_text().splitlines()][
         -1

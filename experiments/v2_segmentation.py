@@ -11,7 +11,8 @@ Steps (seeded):
 3. stage 2: ``glip.v2.segmentation.train_segmentation``: the mask head alone on the instance masks, the
    detector frozen (checked: every detector tensor bit-identical afterwards);
 4. on the validation world, pycocotools ``segm`` mask AP of
-   * the full pipeline: detected boxes -> masks (``glip.eval.coco.evaluate_coco(..., masks=True)``, box AP too);
+   * the full pipeline: detected boxes -> masks (``evaluate_coco(..., EvalOptions(masks=True))``, box AP
+     too);
    * oracle boxes: the ground-truth boxes and classes (score 1), masks from the head, i.e. the mask head alone;
      with the mean mask IoU at those boxes.
 """
@@ -127,6 +128,7 @@ def main() -> None:
     from glip.data.synthetic import generate
     from glip.engine.train import TrainConfig, fit
     from glip.eval.coco import evaluate_coco
+    from glip.eval.options import EvalOptions
     from glip.models.glip import build_model
     from glip.predictor import GLIPPredictor
     from glip.v2.segmentation import MaskHead, MaskHeadConfig, SegmentationTrainConfig, train_segmentation
@@ -215,7 +217,7 @@ def main() -> None:
     tick = time.perf_counter()
     predictor = GLIPPredictor(model.eval(), mask_head=mask_head)
     pipeline = evaluate_coco(
-        predictor, val_dir / "detection.json", val_dir / "images", masks=True, progress=False
+        predictor, val_dir / "detection.json", val_dir / "images", EvalOptions(masks=True, progress=False)
     )
     oracle = oracle_mask_scores(predictor, mask_head, val_dir)
     timings["eval_s"] = time.perf_counter() - tick

@@ -68,6 +68,7 @@ def main() -> None:
 
     from glip.data.synthetic import generate
     from glip.eval.coco import evaluate_coco
+    from glip.eval.options import EvalOptions
     from glip.weights.loading import load_model
 
     started = time.perf_counter()
@@ -92,7 +93,7 @@ def main() -> None:
             ann = folder / file
             if file.startswith("permuted:"):
                 ann = permuted_names(folder / file.split(":", 1)[1], folder / "detection_permuted.json")
-            result = evaluate_coco(model, ann, folder / "images", progress=True, report=False)
+            result = evaluate_coco(model, ann, folder / "images", EvalOptions(progress=True, report=False))
             rows.append(
                 {
                     "set": label,

@@ -13,11 +13,14 @@ def coco_eval_hook(ann_file: str | Path, image_dir: str | Path, max_images: int 
 
     def evaluate(model: nn.Module, step: int) -> dict[str, float]:
         from glip.eval.coco import evaluate_coco
+        from glip.eval.options import EvalOptions
 
         was_training = model.training
         model.eval()
         try:
-            result = evaluate_coco(model, ann_file, image_dir, max_images=max_images, progress=False)
+            result = evaluate_coco(
+                model, ann_file, image_dir, EvalOptions(max_images=max_images, progress=False)
+            )
         finally:
             model.train(was_training)
         return {k: v for k, v in result.metrics.items() if isinstance(v, float)}

@@ -1,8 +1,13 @@
 """Evaluation on the GLIP benchmarks, following the official protocols (see docs/evaluation.md).
 
-    from glip.eval import evaluate_coco, evaluate_lvis, evaluate_odinw, evaluate_flickr
-    result = evaluate_coco(model, "instances_val2017.json", "val2017", out_dir="results/coco")
+    from glip.eval import EvalOptions, evaluate_coco, evaluate_lvis, evaluate_odinw, evaluate_flickr
+    options = EvalOptions(batch_size=4, out_dir="results/coco")
+    result = evaluate_coco(model, "instances_val2017.json", "val2017", options)
     result.metrics["AP"]
+
+Every ``evaluate_*`` / ``score_*`` function takes one :class:`EvalOptions` (batch size, max images,
+detections per image, device, cache and report folder, scorer backend, masks) beside its task's own
+arguments (model, files, protocol settings such as LVIS's ``chunk_size`` / ``fixed_ap``).
 
 * :func:`evaluate_coco` / :func:`score_coco`: COCO-format box AP (pycocotools or faster-coco-eval);
 * :func:`evaluate_lvis` / :func:`score_lvis`: LVIS AP, APr/APc/APf, Fixed AP (GLIP/MDETR) or standard;
@@ -27,6 +32,7 @@ from glip.eval.flickr import (
 )
 from glip.eval.lvis import LVIS_METRICS, evaluate_lvis, fixed_ap_selection, score_lvis
 from glip.eval.odinw import evaluate_odinw, load_suite, score_detection_file
+from glip.eval.options import EvalOptions, EvalOptionsError
 
 __all__ = [
     "COCO_METRICS",
@@ -34,6 +40,8 @@ __all__ = [
     "CocoDataset",
     "DetectionScore",
     "EvalError",
+    "EvalOptions",
+    "EvalOptionsError",
     "EvalResult",
     "FlickrDataset",
     "evaluate_coco",

@@ -242,17 +242,21 @@ def _resolver(args: argparse.Namespace, device: str) -> Any:
 def _evaluate_model(
     args: argparse.Namespace, task: str, anns: list[Path], out: Path, device: str
 ) -> EvalResult:
+    from glip.eval.options import EvalOptions
+
     resolve = _resolver(args, device)
-    common: dict[str, Any] = {
-        "max_images": args.max_images,
-        "batch_size": args.batch_size,
-        "out_dir": out,
-        "resume": not args.no_resume,
-        "progress": not args.no_progress,
-        "device": device,
-        "model_name": args.model,
-        "num_examples": args.examples,
-    }
+    options = EvalOptions(
+        max_images=args.max_images,
+        batch_size=args.batch_size,
+        detections_per_img=args.detections_per_img,
+        out_dir=out,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+        device=device,
+        model_name=args.model,
+        num_examples=args.examples,
+        backend=args.backend,
+    )
     if task == "odinw":
         from glip.eval.odinw import evaluate_odinw
 
@@ -269,15 +273,7 @@ def _evaluate_model(
                 raise EvalError(f"{len(anns)} --ann file(s) but {len(images)} --images folder(s)")
             suite = list(zip(anns, images))
         model = resolve(args.model) if args.model is not None else None  # None: the suite names them
-        return evaluate_odinw(
-            model,
-            suite,
-            load_model=resolve,
-            chunk_size=args.chunk_size,
-            detections_per_img=args.detections_per_img or 100,
-            backend=args.backend,
-            **common,
-        )
+        return evaluate_odinw(model, suite, options, load_model=resolve, chunk_size=args.chunk_size)
     ann = anns[0] if len(anns) == 1 else None
     if ann is None:
         raise EvalError(f"--task {task} takes one --ann file, got {len(anns)}")
@@ -286,44 +282,37 @@ def _evaluate_model(
         from glip.eval.coco import evaluate_coco
 
         image_dir = Path(image_arg) if image_arg else ann.parent
+        mask_head = None
         if getattr(args, "masks", False):
             from glip.v2.segmentation import find_mask_head, load_mask_head
 
-            common["masks"] = True
-            common["mask_head"] = load_mask_head(find_mask_head(args.mask_head, args.model))
+            options = options.replace(masks=True)
+            mask_head = load_mask_head(find_mask_head(args.mask_head, args.model))
         return evaluate_coco(
-            resolve(args.model),
-            ann,
-            image_dir,
-            chunk_size=args.chunk_size,
-            detections_per_img=args.detections_per_img or 100,
-            backend=args.backend,
-            **common,
+            resolve(args.model), ann, image_dir, options, chunk_size=args.chunk_size, mask_head=mask_head
         )
     if image_arg is None:
         raise EvalError(f"--task {task} needs --images")
     if task == "lvis":
-        from glip.eval.lvis import LVIS_CHUNK_SIZE, LVIS_DETECTIONS_PER_IMG, evaluate_lvis
+        from glip.eval.lvis import LVIS_CHUNK_SIZE, evaluate_lvis
 
         return evaluate_lvis(
             resolve(args.model),
             ann,
             Path(image_arg),
+            options,
             fixed_ap=args.lvis_ap == "fixed",
             topk=args.lvis_topk,
             chunk_size=args.chunk_size or LVIS_CHUNK_SIZE,
-            detections_per_img=args.detections_per_img or LVIS_DETECTIONS_PER_IMG,
-            **common,
         )
     from glip.eval.flickr import evaluate_flickr
 
-    return evaluate_flickr(
-        resolve(args.model), ann, Path(image_arg), detections_per_img=args.detections_per_img or 100, **common
-    )
+    return evaluate_flickr(resolve(args.model), ann, Path(image_arg), options)
 
 
 def _score_files(args: argparse.Namespace, task: str, anns: list[Path], out: Path) -> EvalResult:
     from glip.eval.odinw import evaluate_odinw, load_suite, score_detection_file
+    from glip.eval.options import EvalOptions
 
     predictions = [Path(p) for p in args.predictions]
     for path in predictions:
@@ -365,7 +354,8 @@ def _score_files(args: argparse.Namespace, task: str, anns: list[Path], out: Pat
             entry["predictions"] = str(Path(entry["predictions"]).resolve())
             if "images" in entry:
                 entry["images"] = str(Path(entry["images"]).resolve())
-        return evaluate_odinw(None, suite, out_dir=out, backend=args.backend, num_examples=args.examples)
+        options = EvalOptions(out_dir=out, backend=args.backend, num_examples=args.examples)
+        return evaluate_odinw(None, suite, options)
     ann = anns[0] if len(anns) == 1 else None
     if ann is None:
         raise EvalError(f"--task {task} takes one --ann file, got {len(anns)}")
@@ -390,15 +380,12 @@ def _score_files(args: argparse.Namespace, task: str, anns: list[Path], out: Pat
             result, out, dataset, Path(image_arg) if image_arg else None, ranked, args.examples
         )
         return result
-    return score_detection_file(
-        task,
-        prediction,
-        ann,
-        image_arg,
+    options = EvalOptions(
         out_dir=out,
         backend=args.backend,
-        fixed_ap=args.lvis_ap == "fixed",
-        topk=args.lvis_topk,
-        max_dets=args.detections_per_img,
+        detections_per_img=args.detections_per_img,
         num_examples=args.examples,
+    )
+    return score_detection_file(
+        task, prediction, ann, image_arg, options, fixed_ap=args.lvis_ap == "fixed", topk=args.lvis_topk
     )

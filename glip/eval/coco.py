@@ -47,6 +47,7 @@ from glip.eval.inference import (
     run_inference,
     weights_checksum,
 )
+from glip.eval.options import BACKENDS, EvalOptions, EvalOptionsError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ COCO_METRICS: tuple[str, ...] = (
     "ARm",
     "ARl",
 )
-BACKENDS: tuple[str, ...] = ("pycocotools", "faster-coco-eval")
+#: official COCO cap on detections per image (``MODEL.ATSS.DETECTIONS_PER_IMG 100``, COCOeval maxDets 100).
+COCO_DETECTIONS_PER_IMG = 100
 
 
 @dataclass
@@ -327,32 +329,28 @@ def evaluate_detection(
     dataset: CocoDataset,
     image_dir: str | Path,
     scorer: Callable[[CocoDataset, list[dict[str, Any]], list[Any]], DetectionScore],
+    options: EvalOptions,
     *,
     plus_one: bool,
     chunk_size: int | None,
-    detections_per_img: int | None,
     caption_prompt: Sequence[dict[str, str]] | None = None,
-    max_images: int | None = None,
-    batch_size: int = 1,
-    out_dir: str | Path | None = None,
-    resume: bool = True,
-    progress: bool = True,
-    device: str | None = None,
-    model_name: str | None = None,
-    report: bool = True,
-    num_examples: int = 8,
     extra_settings: Mapping[str, Any] | None = None,
     collector_factory: Callable[[list[Any], set[Any]], Collector] | None = None,
-    masks: bool = False,
 ) -> EvalResult:
     """Run ``model`` on the images of ``dataset`` with its class-list prompts and score the detections.
 
     Every rank takes part (images sharded, predictions gathered); rank 0 scores and writes the report, and
     every rank returns the same metrics. ``collector_factory(image_ids, example_ids)``: a
     :class:`~glip.eval.inference.Collector` whose merge gives ``(results, example records)`` instead of
-    gathering every record (LVIS: per-category top-k on the fly). ``masks=True``: the predictor's mask head
-    also segments every detection; records carry a COCO RLE ``segmentation`` per box.
+    gathering every record (LVIS: per-category top-k on the fly). ``options.masks``: the predictor's mask
+    head also segments every detection; records carry a COCO RLE ``segmentation`` per box.
+    ``options.detections_per_img`` None keeps the model's own cap (the public ``evaluate_*`` functions
+    give their protocol's).
     """
+    max_images, batch_size, out_dir = options.max_images, options.batch_size, options.out_dir
+    device, model_name, masks = options.device, options.model_name, options.masks
+    report, num_examples = options.report, options.num_examples
+    detections_per_img = options.detections_per_img
     image_dir = Path(image_dir)
     image_ids = select_images(dataset, max_images)
     items = build_work_items(dataset, image_dir, image_ids)
@@ -412,15 +410,7 @@ def evaluate_detection(
     collector = collector_factory(image_ids, set(example_ids)) if collector_factory is not None else None
     with postprocess_settings(predictor.model, dets_per_img):
         merged = run_inference(
-            items,
-            predict,
-            collector=collector,
-            batch_size=batch_size,
-            cache_dir=out_dir,
-            fingerprint=fingerprint,
-            resume=resume,
-            progress=progress,
-            desc=task,
+            items, predict, options, collector=collector, fingerprint=fingerprint, desc=task
         )
 
     def finish() -> EvalResult:
@@ -460,22 +450,11 @@ def evaluate_coco(
     model: Any,
     ann_file: str | Path | Mapping[str, Any],
     image_dir: str | Path | None = None,
+    options: EvalOptions | None = None,
     *,
-    max_images: int | None = None,
-    progress: bool = True,
-    out_dir: str | Path | None = None,
-    batch_size: int = 1,
     chunk_size: int | None = None,
-    detections_per_img: int | None = 100,
-    backend: str = "pycocotools",
     override_category: Any = None,
     caption_prompt: Sequence[dict[str, str]] | None = None,
-    resume: bool = True,
-    device: str | None = None,
-    model_name: str | None = None,
-    report: bool = True,
-    num_examples: int = 8,
-    masks: bool = False,
     mask_head: Any = None,
 ) -> EvalResult:
     """COCO box AP of a GLIP model (or :class:`~glip.predictor.GLIPPredictor`) on a COCO-format dataset.
@@ -484,24 +463,24 @@ def evaluate_coco(
         model: a GLIP model, a GLIPPredictor, or a DDP-wrapped GLIP model.
         ann_file: COCO-format ground truth (path or dict).
         image_dir: folder of the images (``file_name`` relative to it); default: the annotation's folder.
-        max_images: evaluate the first N images (sorted by id) only.
-        progress: show a progress bar (rank 0).
-        out_dir: where to cache predictions (resumable) and write the report; None: neither.
-        batch_size: images per forward pass.
+        options: how to run (:class:`~glip.eval.options.EvalOptions`: batch size, max images, detections
+            per image (default ``COCO_DETECTIONS_PER_IMG`` = 100), device, cache / report folder, scorer
+            backend, masks ...); default ``EvalOptions()``. ``options.masks``: also mask AP
+            (``COCOeval(iouType="segm")``) of the masks of a GLIPv2 mask head (``mask_head``, or the
+            predictor's own); the ground truth needs a ``segmentation`` on every annotation.
         chunk_size: classes per prompt (None: as many as fit 256 tokens; -1: one prompt).
-        detections_per_img: the model's cap per image (official COCO: 100); None keeps the model's.
-        backend: "pycocotools" or "faster-coco-eval".
         override_category: rename categories (official ``DATASETS.OVERRIDE_CATEGORY``).
         caption_prompt: per-class prefix/name/suffix (official ``DATASETS.CAPTION_PROMPT``).
-        resume: reuse cached predictions in ``out_dir``.
-        masks: also mask AP (``COCOeval(iouType="segm")``) of the masks of a GLIPv2 mask head (``mask_head``,
-            or the predictor's own); the ground truth needs a ``segmentation`` on every annotation.
-        mask_head: a :class:`glip.v2.segmentation.MaskHead` for ``masks=True``.
+        mask_head: a :class:`glip.v2.segmentation.MaskHead` for ``options.masks``.
 
     Returns:
         :class:`EvalResult`; ``metrics`` has AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl
         (boxes), and with ``masks`` the same names prefixed ``mask_`` (masks).
     """
+    options = options if options is not None else EvalOptions()
+    if options.detections_per_img is None:
+        options = options.replace(detections_per_img=COCO_DETECTIONS_PER_IMG)
+    backend, masks = options.backend, options.masks
     check_backend(backend)
     dataset = load_coco_dataset(ann_file, "coco")
     if override_category is not None:
@@ -519,11 +498,13 @@ def evaluate_coco(
 
     if masks:
         _check_segm(dataset.data, [], dataset.path)  # before any inference
-        model = as_predictor(model, device)
+        model = as_predictor(model, options.device)
         if mask_head is not None:
             model.mask_head = mask_head.to(model.device).eval()
         if model.mask_head is None:
             raise EvalError("masks=True needs a mask head (mask_head=..., or a predictor that has one)")
+    elif mask_head is not None:
+        raise EvalOptionsError("mask_head is used with masks: give EvalOptions(masks=True) too")
 
     return evaluate_detection(
         "coco",
@@ -531,19 +512,9 @@ def evaluate_coco(
         dataset,
         image_dir,
         scorer,
+        options,
         plus_one=True,
         chunk_size=chunk_size,
-        detections_per_img=detections_per_img,
         caption_prompt=caption_prompt,
-        max_images=max_images,
-        batch_size=batch_size,
-        out_dir=out_dir,
-        resume=resume,
-        progress=progress,
-        device=device,
-        model_name=model_name,
-        report=report,
-        num_examples=num_examples,
         extra_settings={"backend": backend, **({"masks": True} if masks else {})},
-        **({"masks": True} if masks else {}),
     )

@@ -43,9 +43,12 @@ from glip.eval.inference import (
     run_inference,
     weights_checksum,
 )
+from glip.eval.options import EvalOptions, EvalOptionsError
 
 logger = logging.getLogger(__name__)
 
+#: default cap on detections per image for Flickr30K (as COCO's; Recall@10 ranks at most 10 per phrase).
+FLICKR_DETECTIONS_PER_IMG = 100
 RECALL_KS: tuple[int, ...] = (1, 5, 10)
 PROTOCOLS: tuple[str, ...] = ("anybox", "merged")
 
@@ -334,25 +337,22 @@ def evaluate_flickr(
     model: Any,
     ann_file: str | Path | Mapping[str, Any],
     image_dir: str | Path,
-    *,
-    max_images: int | None = None,
-    batch_size: int = 1,
-    detections_per_img: int | None = 100,
-    out_dir: str | Path | None = None,
-    resume: bool = True,
-    progress: bool = True,
-    device: str | None = None,
-    model_name: str | None = None,
-    report: bool = True,
-    num_examples: int = 8,
+    options: EvalOptions | None = None,
 ) -> EvalResult:
     """Flickr30K Entities phrase grounding recall of a GLIP model (both protocols).
 
-    ``max_images`` limits the number of (image, sentence) records (sorted by id). ``batch_size`` is unused
-    (each record has its own caption). Returns an :class:`EvalResult` whose metrics are those of
-    :func:`score_flickr`.
+    ``options``: how to run (:class:`~glip.eval.options.EvalOptions`); ``max_images`` limits the number of
+    (image, sentence) records (sorted by id), ``detections_per_img`` defaults to
+    ``FLICKR_DETECTIONS_PER_IMG`` = 100, ``batch_size`` is unused (each record has its own caption),
+    ``backend`` is unused and ``masks`` not supported. Returns an :class:`EvalResult` whose metrics are
+    those of :func:`score_flickr`.
     """
-    del batch_size
+    options = options if options is not None else EvalOptions()
+    if options.masks:
+        raise EvalOptionsError("EvalOptions(masks=True) is for COCO-format sets (evaluate_coco), not Flickr")
+    max_images, out_dir, device = options.max_images, options.out_dir, options.device
+    model_name, report, num_examples = options.model_name, options.report, options.num_examples
+    detections_per_img = options.detections_per_img or FLICKR_DETECTIONS_PER_IMG
     dataset = load_flickr_dataset(ann_file)
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
@@ -409,15 +409,8 @@ def evaluate_flickr(
         return records
 
     with postprocess_settings(predictor.model, dets):
-        records = run_inference(
-            items,
-            predict,
-            cache_dir=out_dir,
-            fingerprint=fingerprint,
-            resume=resume,
-            progress=progress,
-            desc="flickr",
-        )
+        one_at_a_time = options.replace(batch_size=1)  # each record has its own caption
+        records = run_inference(items, predict, one_at_a_time, fingerprint=fingerprint, desc="flickr")
 
     def finish() -> EvalResult:
         grouped = {k: records_to_phrase_boxes(records[k], len(dataset.sentences[k].phrases)) for k in keys}

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from glip.eval.common import EvalError, barrier, gather_objects, load_eval_image, rank_info
+from glip.eval.options import EvalOptions
 
 logger = logging.getLogger(__name__)
 
@@ -351,25 +352,26 @@ class PredictionCache:
 def run_inference(
     items: Sequence[WorkItem],
     predict: Callable[[list[WorkItem]], list[dict[str, Any]]],
+    options: EvalOptions | None = None,
     *,
     collector: Collector | None = None,
-    batch_size: int = 1,
-    cache_dir: str | Path | None = None,
     fingerprint: dict[str, Any] | None = None,
-    resume: bool = True,
-    progress: bool = True,
     desc: str = "eval",
 ) -> Any:
     """Predict every item once across all ranks; every rank gets ``collector.merge`` of all ranks' states
     (default: ``{key: record}`` of every item).
 
-    Items are sharded ``items[rank::world_size]``. With ``cache_dir`` each new record is appended to the
-    rank's cache file as soon as it exists, and items already cached (by any rank, with the same
-    ``fingerprint``) are skipped when ``resume`` is True. A bad input met by one rank (an unreadable
-    image) is raised on every rank.
+    Items are sharded ``items[rank::world_size]`` and ``predict`` gets ``options.batch_size`` of them at a
+    time. With ``options.out_dir`` each new record is appended to the rank's cache file there as soon as it
+    exists, and items already cached (by any rank, with the same ``fingerprint``) are skipped when
+    ``options.resume`` is True. ``options.progress``: a progress bar on rank 0. A bad input met by one rank
+    (an unreadable image) is raised on every rank.
     """
     from tqdm import tqdm
 
+    options = options if options is not None else EvalOptions()
+    batch_size, cache_dir = options.batch_size, options.out_dir
+    resume, progress = options.resume, options.progress
     info = rank_info()
     collector = collector if collector is not None else Collector()
     mine = list(items[info.rank :: info.world_size])

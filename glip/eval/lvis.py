@@ -37,6 +37,7 @@ from glip.eval.coco import DetectionScore, _category_rows, evaluate_detection, p
 from glip.eval.common import EvalError, EvalResult
 from glip.eval.data import CocoDataset, load_coco_dataset, sort_key
 from glip.eval.inference import Collector
+from glip.eval.options import EvalOptions, EvalOptionsError
 
 logger = logging.getLogger(__name__)
 
@@ -271,32 +272,31 @@ def evaluate_lvis(
     model: Any,
     ann_file: str | Path | Mapping[str, Any],
     image_dir: str | Path,
+    options: EvalOptions | None = None,
     *,
     fixed_ap: bool = True,
     topk: int = LVIS_FIXED_AP_TOPK,
     chunk_size: int | None = LVIS_CHUNK_SIZE,
-    detections_per_img: int | None = LVIS_DETECTIONS_PER_IMG,
-    max_images: int | None = None,
-    batch_size: int = 1,
-    out_dir: str | Path | None = None,
-    resume: bool = True,
-    progress: bool = True,
-    device: str | None = None,
-    model_name: str | None = None,
-    report: bool = True,
-    num_examples: int = 8,
 ) -> EvalResult:
     """Zero-shot LVIS box AP of a GLIP model with the official protocol (see the module docstring).
 
     ``image_dir``: the COCO root holding ``train2017/`` and ``val2017/`` (LVIS records name their image by
-    ``coco_url``; a ``file_name`` is used when present). Other arguments as :func:`glip.eval.coco.evaluate_coco`.
+    ``coco_url``; a ``file_name`` is used when present). ``options``: how to run
+    (:class:`~glip.eval.options.EvalOptions`; ``detections_per_img`` default ``LVIS_DETECTIONS_PER_IMG`` =
+    300, also the standard protocol's per-image cap; ``backend`` unused, ``masks`` not supported).
+    ``fixed_ap``: the Fixed AP protocol (else standard), keeping ``topk`` detections per category;
+    ``chunk_size``: classes per prompt (official 40; None: as many as fit 256 tokens; -1: one prompt).
     """
+    options = options if options is not None else EvalOptions()
+    if options.masks:
+        raise EvalOptionsError("EvalOptions(masks=True) is for COCO-format sets (evaluate_coco), not LVIS")
     _lvis_classes()  # an ImportError now rather than after the inference
     dataset = load_coco_dataset(ann_file, "lvis")
     if image_dir is None:
         raise EvalError("LVIS evaluation needs the image folder (the COCO root with train2017/ and val2017/)")
 
-    max_dets = detections_per_img or LVIS_DETECTIONS_PER_IMG
+    max_dets = options.detections_per_img or LVIS_DETECTIONS_PER_IMG
+    options = options.replace(detections_per_img=max_dets)
 
     def scorer(ds: CocoDataset, results: list[dict[str, Any]], ids: list[Any]) -> DetectionScore:
         return score_lvis(ds, results, ids, fixed_ap=fixed_ap, topk=topk, max_dets=max_dets)
@@ -310,18 +310,9 @@ def evaluate_lvis(
         dataset,
         image_dir,
         scorer,
+        options,
         plus_one=False,
         chunk_size=chunk_size,
-        detections_per_img=detections_per_img,
-        max_images=max_images,
-        batch_size=batch_size,
-        out_dir=out_dir,
-        resume=resume,
-        progress=progress,
-        device=device,
-        model_name=model_name,
-        report=report,
-        num_examples=num_examples,
         extra_settings={"protocol": "fixed AP" if fixed_ap else "standard", "fixed_ap_topk": topk},
         collector_factory=collector,
     )

@@ -38,6 +38,7 @@ from typing import Any
 from glip.eval.coco import evaluate_coco, score_coco
 from glip.eval.common import EvalError, EvalResult, rank_info
 from glip.eval.data import apply_category_override, load_coco_dataset, load_detection_predictions
+from glip.eval.options import EvalOptions
 
 logger = logging.getLogger(__name__)
 
@@ -226,20 +227,10 @@ def _combine(
 def evaluate_odinw(
     model: Any,
     suite: str | Path | Mapping[str, Any] | Sequence[tuple[str | Path, str | Path | None]],
+    options: EvalOptions | None = None,
     *,
     load_model: Callable[[str], Any] | None = None,
-    out_dir: str | Path | None = None,
-    max_images: int | None = None,
-    batch_size: int = 1,
     chunk_size: int | None = None,
-    detections_per_img: int | None = 100,
-    backend: str = "pycocotools",
-    resume: bool = True,
-    progress: bool = True,
-    device: str | None = None,
-    model_name: str | None = None,
-    report: bool = True,
-    num_examples: int = 8,
 ) -> EvalResult:
     """Evaluate every dataset of ``suite`` (COCO protocol each) and average their AP.
 
@@ -247,20 +238,26 @@ def evaluate_odinw(
         model: the model for datasets without their own ``model`` (zero-shot); may be None when every
             dataset names one or has ``predictions``.
         suite: a suite file / dict (module docstring) or ``[(ann, images), ...]``.
+        options: how to run (:class:`~glip.eval.options.EvalOptions`), as :func:`glip.eval.coco.evaluate_coco`
+            for every dataset; ``out_dir``: per-dataset caches and reports in ``out_dir/<name>/``, the overall
+            report in ``out_dir``; ``model_name``: the name of ``model`` (datasets with their own ``model``
+            are named by it).
         load_model: turns a dataset's ``model`` string into a model (default: ``glip.load_model``).
-        out_dir: per-dataset caches and reports in ``out_dir/<name>/``, the overall report in ``out_dir``.
-        Others: as :func:`glip.eval.coco.evaluate_coco` (``chunk_size``: default of datasets without one).
+        chunk_size: classes per prompt of the datasets without their own (as in
+            :func:`~glip.eval.coco.evaluate_coco`).
 
     Returns:
         :class:`EvalResult`: ``metrics`` has ``AP_avg``, ``AP50_avg`` and ``AP/<name>``; ``per_category``
         one row per dataset; ``details`` each dataset's full metrics.
     """
-    datasets, options = load_suite(suite)
+    options = options if options is not None else EvalOptions()
+    out_dir, model_name, max_images = options.out_dir, options.model_name, options.max_images
+    datasets, suite_options = load_suite(suite)
     loaded: dict[str, Any] = {}
 
     def model_for(entry: OdinwDataset) -> tuple[Any, str | None]:
         if entry.model is None:
-            default = model if model is not None else options.get("model")
+            default = model if model is not None else suite_options.get("model")
             if default is None:
                 raise EvalError(f"dataset {entry.name!r}: no model (give --model or a 'model' in the suite)")
             if isinstance(default, str):
@@ -301,11 +298,8 @@ def evaluate_odinw(
                 entry.predictions,
                 entry.ann,
                 entry.images,
-                out_dir=sub_out,
-                backend=backend,
+                options.replace(out_dir=sub_out),
                 override_category=entry.override_category,
-                report=report,
-                num_examples=num_examples,
             )
         else:
             assert entry.images is not None
@@ -314,20 +308,10 @@ def evaluate_odinw(
                 entry_model,
                 entry.ann,
                 entry.images,
-                max_images=max_images,
-                progress=progress,
-                out_dir=sub_out,
-                batch_size=batch_size,
+                options.replace(out_dir=sub_out, model_name=entry_model_name),
                 chunk_size=entry.chunk_size if entry.chunk_size is not None else chunk_size,
-                detections_per_img=detections_per_img,
-                backend=backend,
                 override_category=entry.override_category,
                 caption_prompt=entry.caption_prompt,
-                resume=resume,
-                device=device,
-                model_name=entry_model_name,
-                report=report,
-                num_examples=num_examples,
             )
         results[entry.name] = result
         rows.append(_summary(result, entry.name))
@@ -339,7 +323,7 @@ def evaluate_odinw(
         "world_size": rank_info().world_size,
     }
     combined = _combine(rows, results, settings)
-    if out_dir is not None and report and rank_info().is_main:
+    if out_dir is not None and options.report and rank_info().is_main:
         from glip.eval.report import write_odinw_report
 
         write_odinw_report(combined, Path(out_dir))
@@ -351,21 +335,26 @@ def score_detection_file(
     predictions: str | Path | list[Any],
     ann_file: str | Path,
     image_dir: str | Path | None = None,
+    options: EvalOptions | None = None,
     *,
-    out_dir: str | Path | None = None,
-    backend: str = "pycocotools",
     override_category: Any = None,
     fixed_ap: bool = True,
     topk: int | None = None,
-    max_dets: int | None = None,
-    report: bool = True,
-    num_examples: int = 8,
 ) -> EvalResult:
     """Score an existing predictions file (COCO results or ``glip detect``'s predictions.json) for the
-    "coco" (also ODinW datasets) or "lvis" task; all images of the annotation file are evaluated."""
+    "coco" (also ODinW datasets) or "lvis" task; all images of the annotation file are evaluated.
+
+    ``options``: :class:`~glip.eval.options.EvalOptions`, of which ``out_dir`` / ``report`` /
+    ``num_examples`` (the report), ``backend`` (COCO) and ``detections_per_img`` (LVIS standard protocol:
+    the per-image cap, default ``LVIS_DETECTIONS_PER_IMG``) apply. ``override_category``: rename categories;
+    ``fixed_ap`` / ``topk``: the LVIS protocol (default Fixed AP, ``LVIS_FIXED_AP_TOPK`` per category).
+    """
     from glip.eval.coco import _examples_for_report
     from glip.eval.lvis import LVIS_DETECTIONS_PER_IMG, LVIS_FIXED_AP_TOPK, score_lvis
 
+    options = options if options is not None else EvalOptions()
+    out_dir, backend, max_dets = options.out_dir, options.backend, options.detections_per_img
+    report, num_examples = options.report, options.num_examples
     dataset = load_coco_dataset(ann_file, task)
     if override_category is not None:
         apply_category_override(dataset, override_category, dataset.path)

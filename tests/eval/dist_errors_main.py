@@ -9,6 +9,7 @@ from pathlib import Path
 from glip.engine.distributed import cleanup, init_distributed
 from glip.eval.common import EvalError, EvalResult, rank_info, run_on_main
 from glip.eval.inference import WorkItem, run_inference
+from glip.eval.options import EvalOptions
 
 if __name__ == "__main__":
     init_distributed("cpu")
@@ -21,7 +22,7 @@ if __name__ == "__main__":
         return [{"id": item.key, "boxes": [], "scores": [], "labels": []} for item in batch]
 
     try:
-        run_inference(items, predict, progress=False)
+        run_inference(items, predict, EvalOptions(progress=False))
         print(f"rank {rank}: no error")
     except EvalError as exc:
         print(f"rank {rank}: EvalError {exc}")
@@ -33,7 +34,8 @@ if __name__ == "__main__":
         run_on_main(failing)
     except (ValueError, RuntimeError) as exc:
         print(f"rank {rank}: {type(exc).__name__} {exc}")
-    records = run_inference(items, lambda b: [{"id": i.key, "r": rank} for i in b], progress=False)
+    options = EvalOptions(progress=False)
+    records = run_inference(items, lambda b: [{"id": i.key, "r": rank} for i in b], options)
     print(f"rank {rank}: gathered {sorted(records)} from ranks {sorted({r['r'] for r in records.values()})}")
     cleanup()
     sys.exit(0)

@@ -7,7 +7,15 @@ import json
 
 import pytest
 
-from glip.eval import evaluate_coco, evaluate_flickr, evaluate_lvis, evaluate_odinw, score_coco, score_lvis
+from glip.eval import (
+    EvalOptions,
+    evaluate_coco,
+    evaluate_flickr,
+    evaluate_lvis,
+    evaluate_odinw,
+    score_coco,
+    score_lvis,
+)
 from glip.eval.data import load_coco_dataset, records_to_coco_results
 from glip.eval.flickr import load_flickr_dataset, load_flickr_predictions, score_flickr
 from glip.eval.inference import CACHE_NAME
@@ -29,7 +37,8 @@ def test_coco_with_a_model_writes_the_report_and_scores_its_own_predictions(
     ann, images = coco_set
     config = tiny_random_model.config
     out = tmp_path / "out"
-    result = evaluate_coco(tiny_random_model, ann, images, out_dir=out, progress=False, detections_per_img=7)
+    options = EvalOptions(out_dir=out, progress=False, detections_per_img=7)
+    result = evaluate_coco(tiny_random_model, ann, images, options)
     assert tiny_random_model.config is config  # the temporary post-processing setting is undone
     for name in (
         "metrics.json",
@@ -62,15 +71,15 @@ def test_coco_with_a_model_writes_the_report_and_scores_its_own_predictions(
 def test_predictor_input_chunking_and_max_images(coco_set, tiny_random_model):
     ann, images = coco_set
     predictor = GLIPPredictor(tiny_random_model)
-    result = evaluate_coco(predictor, ann, images, chunk_size=1, max_images=2, progress=False)
+    result = evaluate_coco(predictor, ann, images, EvalOptions(max_images=2, progress=False), chunk_size=1)
     assert result.settings["num_prompts"] == 3 and result.metrics["num_images"] == 2
     assert result.files == {}  # no out_dir: nothing written
 
 
 def test_an_interrupted_evaluation_resumes_from_its_cache(tmp_path, coco_set, tiny_random_model, monkeypatch):
     ann, images = coco_set
-    options = {"progress": False, "report": False}
-    full = evaluate_coco(tiny_random_model, ann, images, **options)
+    options = EvalOptions(progress=False, report=False)
+    full = evaluate_coco(tiny_random_model, ann, images, options)
 
     out = tmp_path / "resumed"
     calls = []
@@ -84,7 +93,7 @@ def test_an_interrupted_evaluation_resumes_from_its_cache(tmp_path, coco_set, ti
 
     monkeypatch.setattr(GLIPPredictor, "_predict_loaded", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        evaluate_coco(tiny_random_model, ann, images, out_dir=out, **options)
+        evaluate_coco(tiny_random_model, ann, images, options.replace(out_dir=out))
     _, cached = read_cache(out)
     assert [r["id"] for r in cached] == [1, 2]
     with (out / CACHE_NAME).open("a") as handle:
@@ -94,28 +103,20 @@ def test_an_interrupted_evaluation_resumes_from_its_cache(tmp_path, coco_set, ti
     monkeypatch.setattr(
         GLIPPredictor, "_predict_loaded", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
     )
-    resumed = evaluate_coco(tiny_random_model, ann, images, out_dir=out, **options)
+    resumed = evaluate_coco(tiny_random_model, ann, images, options.replace(out_dir=out))
     assert len(calls) == 3  # images 3, 4, 5 only
     assert resumed.metrics == full.metrics
     _, cached = read_cache(out)
     assert [r["id"] for r in cached] == [1, 2, 3, 4, 5]  # the partial line is gone
 
     calls.clear()  # other settings: the cache is not reused
-    evaluate_coco(tiny_random_model, ann, images, out_dir=out, detections_per_img=50, max_images=2, **options)
+    other = options.replace(out_dir=out, detections_per_img=50, max_images=2)
+    evaluate_coco(tiny_random_model, ann, images, other)
     assert len(calls) == 2
     calls.clear()
-    evaluate_coco(tiny_random_model, ann, images, out_dir=out, detections_per_img=50, max_images=2, **options)
+    evaluate_coco(tiny_random_model, ann, images, other)
     assert len(calls) == 0
-    evaluate_coco(
-        tiny_random_model,
-        ann,
-        images,
-        out_dir=out,
-        detections_per_img=50,
-        max_images=2,
-        resume=False,
-        **options,
-    )
+    evaluate_coco(tiny_random_model, ann, images, other.replace(resume=False))
     assert len(calls) == 2
 
 
@@ -150,7 +151,7 @@ def test_lvis_with_a_model(tmp_path, coco_set, tiny_random_model):
     out = tmp_path / "lvis"
     # image_dir = the COCO root: the file is found from coco_url's "images/imgN.png"
     result = evaluate_lvis(
-        tiny_random_model, lvis_ann, images.parent, out_dir=out, progress=False, chunk_size=2
+        tiny_random_model, lvis_ann, images.parent, EvalOptions(out_dir=out, progress=False), chunk_size=2
     )
     assert result.settings["num_prompts"] == 2 and result.settings["detections_per_img"] == 300
     assert result.settings["protocol"] == "fixed AP"
@@ -182,7 +183,7 @@ def test_odinw_suite_with_prompt_overrides_and_average(tmp_path, tiny_random_mod
 """
     )
     out = tmp_path / "odinw"
-    result = evaluate_odinw(tiny_random_model, suite, out_dir=out, progress=False)
+    result = evaluate_odinw(tiny_random_model, suite, EvalOptions(out_dir=out, progress=False))
     first = result.details["first"]["metrics"]["AP"]
     second = result.details["second_set"]["metrics"]["AP"]
     assert result.metrics["AP_avg"] == pytest.approx((first + second) / 2)
@@ -233,7 +234,8 @@ def test_flickr_with_a_model(tmp_path, coco_set, tiny_random_model):
     ann, images = coco_set
     flickr = make_flickr_file(ann, tmp_path)
     out = tmp_path / "flickr"
-    result = evaluate_flickr(tiny_random_model, flickr, images, out_dir=out, progress=False, max_images=4)
+    options = EvalOptions(out_dir=out, progress=False, max_images=4)
+    result = evaluate_flickr(tiny_random_model, flickr, images, options)
     assert result.metrics["num_sentences"] == 4 and result.metrics["num_phrases"] == 8
     dataset = load_flickr_dataset(flickr)
     dataset.sentences = {k: dataset.sentences[k] for k in dataset.keys[:4]}

@@ -15,6 +15,7 @@ from glip.eval import COCO_METRICS, fixed_ap_selection, load_coco_dataset, score
 from glip.eval.data import load_detection_predictions
 from glip.eval.lvis import lvis_numpy_compat
 from glip.eval.odinw import score_detection_file
+from glip.eval.options import EvalOptions
 
 from .conftest import random_detections, random_gt, write_json
 
@@ -215,7 +216,9 @@ def test_metrics_json_of_a_scored_file_matches_pycocotools(tmp_path):
     dets = random_detections(gt, 8)
     ann = write_json(tmp_path / "gt.json", gt)
     res = write_json(tmp_path / "dets.json", dets)
-    result = score_detection_file("coco", res, ann, out_dir=tmp_path / "out", num_examples=0)
+    result = score_detection_file(
+        "coco", res, ann, None, EvalOptions(out_dir=tmp_path / "out", num_examples=0)
+    )
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
     direct = direct_cocoeval(ann, res)
     assert [written["metrics"][k] for k in COCO_METRICS] == [float(v) for v in direct.stats]
@@ -312,7 +315,7 @@ MODEL:
     assert entry.name == "Thing_v1" and entry.ann.name == "annotations_without_background.json"
     assert entry.images == tmp_path / "DATASET" / "odinw" / "Thing" / "valid"
     assert entry.caption_prompt == [{"prefix": "", "name": "cat", "suffix": ""}]
-    result = evaluate_odinw(None, suite, out_dir=tmp_path / "out", num_examples=0)
+    result = evaluate_odinw(None, suite, EvalOptions(out_dir=tmp_path / "out", num_examples=0))
     names = {
         r["id"]: r["name"]
         for r in json.loads((tmp_path / "out" / "Thing_v1" / "metrics.json").read_text())["per_category"]
@@ -328,7 +331,11 @@ def test_report_without_matplotlib(tmp_path, monkeypatch):
     gt = random_gt(2)
     ann = write_json(tmp_path / "gt.json", gt)
     result = score_detection_file(
-        "coco", write_json(tmp_path / "d.json", random_detections(gt, 3)), ann, out_dir=tmp_path / "o"
+        "coco",
+        write_json(tmp_path / "d.json", random_detections(gt, 3)),
+        ann,
+        None,
+        EvalOptions(out_dir=tmp_path / "o"),
     )
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["metrics.json", "summary.md"]
     assert (

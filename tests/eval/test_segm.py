@@ -111,6 +111,7 @@ def test_evaluate_coco_with_masks_and_cli(tmp_path: Path) -> None:
     from glip.config import get_preset
     from glip.data.synthetic import generate
     from glip.eval.coco import evaluate_coco
+    from glip.eval.options import EvalOptions
     from glip.models.glip import build_model
     from glip.v2.segmentation import MaskHead, MaskHeadConfig, save_mask_head
     from glip.weights.loading import save_model
@@ -126,16 +127,14 @@ def test_evaluate_coco_with_masks_and_cli(tmp_path: Path) -> None:
         model,
         ann,
         tmp_path / "data" / "images",
-        masks=True,
+        EvalOptions(masks=True, progress=False, out_dir=tmp_path / "ev"),
         mask_head=head,
-        progress=False,
-        out_dir=tmp_path / "ev",
     )
     for key in ("AP", "mask_AP", "mask_AP50", "mask_AR100"):
         assert key in result.metrics
     predictions = json.loads((tmp_path / "ev" / "predictions.coco.json").read_text())
     assert predictions and all(isinstance(p["segmentation"]["counts"], str) for p in predictions)
-    boxes_only = evaluate_coco(model, ann, tmp_path / "data" / "images", progress=False)
+    boxes_only = evaluate_coco(model, ann, tmp_path / "data" / "images", EvalOptions(progress=False))
     assert boxes_only.metrics["AP"] == result.metrics["AP"] and "mask_AP" not in boxes_only.metrics
 
     from glip.cli import main

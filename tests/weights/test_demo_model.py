@@ -29,11 +29,15 @@ def fresh_world(tmp_path_factory):
 
 def test_demo_model_detects_seen_concepts_on_a_fresh_seed(fresh_world):
     from glip.eval.coco import evaluate_coco
+    from glip.eval.options import EvalOptions
     from glip.weights.loading import load_model
 
     model = load_model(DEMO_MODEL_DIR).eval()
     result = evaluate_coco(
-        model, fresh_world / "detection.json", fresh_world / "images", progress=False, report=False
+        model,
+        fresh_world / "detection.json",
+        fresh_world / "images",
+        EvalOptions(progress=False, report=False),
     )
     concepts = {
         c["id"]: c["concept"] for c in json.loads((fresh_world / "detection.json").read_text())["categories"]
