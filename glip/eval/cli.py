@@ -287,7 +287,7 @@ def _evaluate_model(
 
         image_dir = Path(image_arg) if image_arg else ann.parent
         if getattr(args, "masks", False):
-            from glip.v2.segmentation import find_mask_head, load_mask_head
+            from glip.models.mask_head import find_mask_head, load_mask_head
 
             common["masks"] = True
             common["mask_head"] = load_mask_head(find_mask_head(args.mask_head, args.model))

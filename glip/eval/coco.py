@@ -496,7 +496,7 @@ def evaluate_coco(
         resume: reuse cached predictions in ``out_dir``.
         masks: also mask AP (``COCOeval(iouType="segm")``) of the masks of a GLIPv2 mask head (``mask_head``,
             or the predictor's own); the ground truth needs a ``segmentation`` on every annotation.
-        mask_head: a :class:`glip.v2.segmentation.MaskHead` for ``masks=True``.
+        mask_head: a :class:`glip.models.mask_head.MaskHead` for ``masks=True``.
 
     Returns:
         :class:`EvalResult`; ``metrics`` has AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl
