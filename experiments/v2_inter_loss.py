@@ -3,7 +3,7 @@
     python experiments/v2_inter_loss.py                      # default: <= ~15 minutes on 1 CPU thread
 
 Two arms x several seeds, identical except for the loss: ``L_ground`` alone vs ``L_ground + w * L_inter``
-(``TrainConfig.inter_loss_weight``). The ``tiny`` preset (ImageNet EfficientNet-Lite0 + frozen MiniLM text
+(``CriterionConfig.inter_loss_weight``). The ``tiny`` preset (ImageNet EfficientNet-Lite0 + frozen MiniLM text
 encoder) is trained with ``glip.engine.train.fit`` on detection data of the synthetic world (``glip synth``,
 160 px) restricted to a few colour x shape categories that share colours and shapes (so the words matter);
 every prompt holds all of them, shuffled. Box AP / AP50 / AR@100 on the held-out ``test`` split (same
@@ -43,6 +43,7 @@ def run_arm(
     from glip.engine.train import TrainConfig, fit
     from glip.eval.coco import evaluate_coco
     from glip.eval.options import EvalOptions
+    from glip.losses.criterion import Criterion, CriterionConfig
     from glip.models.glip import build_model
 
     config = get_preset("tiny")
@@ -72,10 +73,9 @@ def run_arm(
         ckpt_every=0,
         log_every=max(1, args.steps // 5),
         progress=False,
-        inter_loss_weight=inter_weight,
     )
     started = time.perf_counter()
-    fit(model, dataset, train_config)
+    fit(model, dataset, train_config, criterion=Criterion(CriterionConfig(inter_loss_weight=inter_weight)))
     train_seconds = time.perf_counter() - started
     model.eval()
     result = evaluate_coco(

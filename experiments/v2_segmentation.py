@@ -35,8 +35,8 @@ def oracle_mask_scores(predictor, mask_head, val_dir: Path) -> dict[str, float]:
     from glip.data.masks import decode_segmentation, encode_rle
     from glip.eval.coco import score_coco
     from glip.images import load_image
+    from glip.models.mask_head import continuous_boxes, detection_masks, paste_masks
     from glip.preprocess import normalize, pad_batch, resize_image
-    from glip.v2.segmentation import continuous_boxes, detection_masks, paste_masks
 
     data = json.loads((val_dir / "detection.json").read_text())
     categories = sorted(data["categories"], key=lambda c: c["id"])
@@ -130,8 +130,9 @@ def main() -> None:
     from glip.eval.coco import evaluate_coco
     from glip.eval.options import EvalOptions
     from glip.models.glip import build_model
+    from glip.models.mask_head import MaskHead, MaskHeadConfig
     from glip.predictor import GLIPPredictor
-    from glip.v2.segmentation import MaskHead, MaskHeadConfig, SegmentationTrainConfig, train_segmentation
+    from glip.v2.segmentation import SegmentationTrainConfig, train_segmentation
 
     preset = args.preset
     if preset == "tiny":

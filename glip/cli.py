@@ -144,7 +144,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="overrides: TrainConfig fields (warmup_steps=100) or model config keys (head.num_blocks=2)",
+        help="overrides: TrainConfig fields (warmup_steps=100), loss settings (loss.inter_loss_weight=0.5) "
+        "or model config keys (head.num_blocks=2)",
     )
 
     add("models", "list released checkpoints and presets")
@@ -231,7 +232,7 @@ def run_detect(args: argparse.Namespace) -> int:
         raise ValueError("no images found in " + ", ".join(args.images))
     mask_head = None
     if getattr(args, "masks", False):
-        from glip.v2.segmentation import find_mask_head, load_mask_head
+        from glip.models.mask_head import find_mask_head, load_mask_head
 
         mask_head = load_mask_head(find_mask_head(args.mask_head, args.model))
     predictor = GLIPPredictor(
@@ -360,18 +361,29 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def _parse_overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``key=value`` pairs -> (train overrides, model overrides); values parsed with ast.literal_eval."""
+    """``key=value`` pairs -> (train overrides, model overrides); values parsed with ast.literal_eval.
+
+    Train overrides hold TrainConfig and CriterionConfig fields; ``loss.KEY`` names a CriterionConfig field
+    (the bare ``KEY`` is accepted too) and is returned as ``KEY``."""
     import ast
     import dataclasses
 
     from glip.engine.train import TrainConfig
+    from glip.losses.criterion import CriterionConfig
 
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    loss_fields = {f.name for f in dataclasses.fields(CriterionConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} | loss_fields
     train, model = {}, {}
     for item in items:
         if "=" not in item:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         key, text = item.split("=", 1)
+        if key.startswith("loss."):
+            key = key[len("loss.") :]
+            if key not in loss_fields:
+                raise ValueError(
+                    f"unknown loss setting {key!r} in --set; known: {', '.join(sorted(loss_fields))}"
+                )
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError):
@@ -389,10 +401,14 @@ def run_train(args: argparse.Namespace) -> int:
     from glip.data.build import build_training_set
     from glip.data.transforms import TrainTransform
     from glip.engine.train import TrainConfig, fit
+    from glip.losses.criterion import Criterion, CriterionConfig
     from glip.models.glip import build_model
     from glip.weights.loading import load_model
 
     train_overrides, model_overrides = _parse_overrides(args.set)
+    loss_fields = {f.name for f in dataclasses.fields(CriterionConfig)}
+    criterion = Criterion(CriterionConfig(**{k: v for k, v in train_overrides.items() if k in loss_fields}))
+    train_overrides = {k: v for k, v in train_overrides.items() if k not in loss_fields}
     if args.init:
         is_pth = Path(args.init).suffix in (".pth", ".pt", ".bin")
         model = load_model(args.init, config=args.preset if is_pth else None)
@@ -426,7 +442,7 @@ def run_train(args: argparse.Namespace) -> int:
         from glip.engine.evaluation import coco_eval_hook
 
         eval_fn = coco_eval_hook(args.val_ann, args.val_images)
-    summary = fit(model, dataset, config, resume=args.resume, eval_fn=eval_fn)
+    summary = fit(model, dataset, config, resume=args.resume, eval_fn=eval_fn, criterion=criterion)
     from glip.engine.distributed import init_distributed
 
     if init_distributed().is_main:

@@ -163,7 +163,8 @@ class V2Config:
 
     ``inter_dim``: width of the L_inter projections of region and word features, 0 = no L_inter head;
     ``inter_temperature``: initial temperature of L_inter (stored as a learnable log-scale);
-    ``mlm_head``: the masked-language-modelling head on the fused text features (``glip/v2/mlm.py``).
+    ``mlm_head``: the masked-language-modelling head on the fused text features
+    (``glip/models/pretrain_heads.py``; the loss: ``glip/losses/mlm.py``).
     """
 
     inter_dim: int = 0

@@ -148,7 +148,7 @@ class GLIPPredictor:
     ) -> None:
         self.device = resolve_device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
-        # GLIPv2 mask head (glip.v2.segmentation.MaskHead) for predict(..., masks=True); None: boxes only
+        # GLIPv2 mask head (glip.models.mask_head.MaskHead) for predict(..., masks=True); None: boxes only
         self.mask_head = mask_head.to(self.device).eval() if mask_head is not None else None
         self.chunk_size = chunk_size
         self._text_cache: OrderedDict[str, TextFeatures] = OrderedDict()
@@ -165,8 +165,8 @@ class GLIPPredictor:
     def from_pretrained(cls, name_or_path: str, device: str | None = None, **kwargs: Any) -> GLIPPredictor:
         from glip.weights.loading import load_model
 
-        if "mask_head" not in kwargs:  # a mask head saved beside the model (glip.v2.segmentation)
-            from glip.v2.segmentation import MASK_HEAD_WEIGHTS_FILE, load_mask_head
+        if "mask_head" not in kwargs:  # a mask head saved beside the model (glip.models.mask_head)
+            from glip.models.mask_head import MASK_HEAD_WEIGHTS_FILE, load_mask_head
 
             if (Path(name_or_path) / MASK_HEAD_WEIGHTS_FILE).is_file():
                 kwargs["mask_head"] = load_mask_head(name_or_path)
@@ -294,12 +294,12 @@ class GLIPPredictor:
         """Detect ``classes`` or ground ``caption`` in one image (returns a Prediction) or a list (a list).
 
         ``masks=True``: also an instance mask per detection (``Prediction.masks``), from the mask head given
-        to the predictor (GLIPv2 segmentation, :mod:`glip.v2.segmentation`).
+        to the predictor (GLIPv2 segmentation, :mod:`glip.models.mask_head`).
         """
         if masks and self.mask_head is None:
             raise ValueError(
                 "masks=True needs a mask head: GLIPPredictor(model, mask_head=load_mask_head(DIR)) or a model "
-                "directory holding mask_head.safetensors (glip.v2.segmentation.train_segmentation writes it)"
+                "directory holding mask_head.safetensors (written by the second-stage training, docs/segmentation.md)"
             )
         single = not isinstance(images, list | tuple)
         image_list = [images] if single else list(images)
@@ -381,7 +381,7 @@ class GLIPPredictor:
             )
             instance_masks = None
             if prob is not None and self.mask_head is not None:
-                from glip.v2.segmentation import continuous_boxes, paste_masks
+                from glip.models.mask_head import continuous_boxes, paste_masks
 
                 instance_masks = paste_masks(
                     prob.cpu()[keep.cpu()][order.cpu()],
@@ -443,7 +443,7 @@ class GLIPPredictor:
             for index, dets in enumerate(found):
                 per_image[index].append(dets)
             if mask_probs is not None and self.mask_head is not None:
-                from glip.v2.segmentation import detection_masks
+                from glip.models.mask_head import detection_masks
 
                 with self._autocast():
                     probs = detection_masks(

@@ -16,6 +16,7 @@ from PIL import Image
 
 from glip.losses.grounding import Target
 from glip.preprocess import ImageBatch, pad_batch
+from glip.text.phrases import phrase_ids_for_spans, token_phrase_ids
 from glip.text.prompts import Span, create_positive_map, encoding_offsets
 from glip.text.tokenizer import MAX_QUERY_LEN, PromptError, get_tokenizer, tokenize_captions
 
@@ -219,11 +220,9 @@ def make_sample(record: GroundingRecord, max_len: int = MAX_QUERY_LEN) -> Sample
 def _phrase_identities(
     record: GroundingRecord, encoding: object, token_map: torch.Tensor, max_len: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GLIPv2 category propagation (glip/v2/phrases.py): (G,) phrase id of each box and (max_len,) phrase id
+    """GLIPv2 category propagation (glip/text/phrases.py): (G,) phrase id of each box and (max_len,) phrase id
     of every token. ``record.extra["phrase_spans"]`` (detection prompts: every class name, with or without
     a box) adds the phrases that have no box."""
-    from glip.v2.phrases import phrase_ids_for_spans, token_phrase_ids
-
     phrase_ids = phrase_ids_for_spans(record.caption, record.tokens_positive)
     maps, ids = [], []
     prompt_spans = record.extra.get("phrase_spans")

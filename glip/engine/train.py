@@ -2,6 +2,11 @@
 
     from glip.engine.train import TrainConfig, fit
     fit(model, dataset, TrainConfig(out_dir="runs/x", max_steps=1000, batch_size=2))
+    fit(model, dataset, config, criterion=Criterion(CriterionConfig(inter_loss_weight=0.5)))  # GLIPv2 losses
+
+The losses come from a criterion (:class:`glip.losses.criterion.Criterion` by default): ``criterion(model,
+batch)`` returns the weighted dict of losses the loop sums; its config is saved beside the run's
+(``criterion_config.json``, and in every checkpoint).
 
 The same call runs on one CPU or under ``torchrun --nproc-per-node N`` (DDP, gloo on CPU, NCCL on GPU):
 each process takes its shard of every epoch (a seeded permutation, like ``DistributedSampler``), the loss
@@ -33,7 +38,7 @@ from glip.engine.checkpoint import LAST, load_checkpoint, rng_state, save_checkp
 from glip.engine.distributed import all_reduce_mean, barrier, init_distributed
 from glip.engine.optim import ModelEMA, build_scheduler, parameter_groups
 from glip.engine.tuning import apply_tuning
-from glip.losses.grounding import output_losses
+from glip.losses.criterion import Criterion, CriterionConfig
 from glip.runtime import resolve_device, to_device, training_autocast
 
 logger = logging.getLogger(__name__)
@@ -41,7 +46,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything about a training run except the model (see :class:`glip.config.GLIPConfig`)."""
+    """Everything about a training run except the model (:class:`glip.config.GLIPConfig`) and the losses
+    (:class:`glip.losses.criterion.CriterionConfig`)."""
 
     out_dir: str = "runs/glip"
     max_steps: int | None = None  # optimiser steps; or
@@ -70,18 +76,8 @@ class TrainConfig:
     ckpt_every: int = 200
     eval_every: int = 0
     device: str = "auto"
-    topk: int = 9
-    reg_loss_weight: float = 2.0
     deterministic: bool = False
     progress: bool = True
-    # GLIPv2 losses (docs/glipv2.md): L = ground_loss_weight * L_ground + inter_loss_weight * L_inter
-    # + mlm_loss_weight * L_mlm; a weight of 0 switches a loss off (L_inter / L_mlm are off by default).
-    ground_loss_weight: float = 1.0
-    inter_loss_weight: float = 0.0
-    inter_temperature: float | None = None  # None: the head's learnable temperature; a float: fixed
-    inter_gather: bool = True  # contrast against the captions of every DDP process
-    mlm_loss_weight: float = 0.0
-    mlm_probability: float = 0.15
 
 
 class ShardedEpochSampler(Sampler[int]):
@@ -123,59 +119,6 @@ class ShardedEpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank - self.start
-
-
-def compute_losses(model: nn.Module, batch: Any, config: TrainConfig) -> dict[str, torch.Tensor]:
-    """Forward + GLIP losses for one :class:`glip.data.types.Batch` already on the model's device.
-
-    With ``mlm_loss_weight > 0`` the captions are masked (BERT recipe) *before* the one forward, so the
-    grounding loss, L_inter and L_mlm are all computed on the masked text (joint training, as GLIPv2); the
-    grounding targets are unchanged. Extra keys: ``loss_inter``, ``loss_mlm`` (already weighted).
-    """
-    input_ids, mlm_labels, heads = batch.input_ids, None, []
-    if config.inter_loss_weight > 0:
-        heads.append("inter")
-    if config.mlm_loss_weight > 0:
-        from glip.v2.mlm import bert_special_ids, mask_tokens
-
-        bare = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-        mask_id, special = bert_special_ids()
-        vocab = int(bare.config.text.bert["vocab_size"])
-        input_ids, mlm_labels = mask_tokens(
-            input_ids, batch.attention_mask, vocab, mask_id, special, config.mlm_probability
-        )
-        heads.append("mlm")
-    if heads:
-        output = model(batch.images, input_ids, batch.attention_mask, v2=tuple(heads))
-    else:
-        output = model(batch.images, batch.input_ids, batch.attention_mask)
-    losses, assignments = output_losses(
-        output,
-        batch.targets,
-        topk=config.topk,
-        reg_loss_weight=config.reg_loss_weight,
-    )
-    if config.ground_loss_weight != 1.0:
-        losses = {k: v * config.ground_loss_weight for k, v in losses.items()}
-    if config.inter_loss_weight > 0:
-        from glip.v2.contrastive import inter_image_loss
-
-        inter = inter_image_loss(
-            output,
-            batch.targets,
-            [a.matched_gt for a in assignments],
-            temperature=config.inter_temperature,
-            gather=config.inter_gather,
-        )
-        losses["loss_inter"] = inter * config.inter_loss_weight
-    if mlm_labels is not None:
-        from glip.v2.mlm import mlm_loss
-
-        length = output.v2["mlm_logits"].shape[1]  # text trimmed to the longest caption
-        losses["loss_mlm"] = (
-            mlm_loss(output.v2["mlm_logits"], mlm_labels[:, :length]) * config.mlm_loss_weight
-        )
-    return losses
 
 
 class _MetricsWriter:
@@ -220,11 +163,23 @@ def fit(
     collate_fn: Callable | None = None,
     resume: bool = False,
     eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
+    criterion: Callable[[nn.Module, Any], dict[str, torch.Tensor]] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` on ``dataset`` (of :class:`glip.data.types.Sample`). Returns the final state summary."""
+    """Train ``model`` on ``dataset`` (of :class:`glip.data.types.Sample`). Returns the final state summary.
+
+    ``criterion``: ``criterion(model, batch) -> dict of scalar losses`` (summed for the backward); default
+    ``Criterion(CriterionConfig())``, GLIP's grounding losses. Optional members used when present:
+    ``prepare(model) -> names of parameters to keep frozen`` (called before tuning; adds the GLIPv2 heads the
+    losses need) and ``config`` (a dataclass, saved with the run and checked on resume).
+    """
     from glip.data.types import collate as default_collate
 
     collate_fn = collate_fn or default_collate
+    criterion = criterion if criterion is not None else Criterion(CriterionConfig())
+    criterion_config = getattr(criterion, "config", None)
+    criterion_dict = (
+        dataclasses.asdict(criterion_config) if dataclasses.is_dataclass(criterion_config) else None
+    )
     dist_info = init_distributed(None if config.device == "auto" else config.device)
     device = resolve_device(config.device, dist_info.local_rank if dist_info.enabled else None)
     out_dir = Path(config.out_dir)
@@ -234,14 +189,14 @@ def fit(
     if config.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    if config.inter_loss_weight > 0 or config.mlm_loss_weight > 0:
-        from glip.v2.heads import ensure_v2_heads
-
-        ensure_v2_heads(model, inter=config.inter_loss_weight > 0, mlm=config.mlm_loss_weight > 0)
+    prepare = getattr(criterion, "prepare", None)
+    fixed = set(prepare(model)) if prepare is not None else set()  # e.g. a fixed L_inter temperature
     trainable = apply_tuning(model, config.tune, config.freeze)
-    if config.inter_loss_weight > 0 and config.inter_temperature is not None:
-        model.v2_heads["inter"].log_scale.requires_grad_(False)  # fixed temperature
-        trainable = [n for n in trainable if n != "v2_heads.inter.log_scale"]
+    if fixed:
+        for name, parameter in model.named_parameters():
+            if name in fixed:
+                parameter.requires_grad_(False)
+        trainable = [n for n in trainable if n not in fixed]
     model.to(device)
     if not trainable:
         raise ValueError("no trainable parameters: check --tune / --freeze")
@@ -290,6 +245,10 @@ def fit(
         if ema is not None and state.get("ema") is not None:
             ema.load_state_dict(state["ema"])
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        saved = state.get("criterion_config")
+        if dist_info.is_main and saved is not None and criterion_dict is not None and saved != criterion_dict:
+            changed = sorted(k for k in {*saved, *criterion_dict} if saved.get(k) != criterion_dict.get(k))
+            logger.warning("resuming with a different criterion config than the checkpoint's: %s", changed)
         set_rng_state(state["rng"][dist_info.rank] if isinstance(state["rng"], list) else state["rng"])
         if dist_info.is_main:
             logger.info(
@@ -312,6 +271,8 @@ def fit(
     writer = _MetricsWriter(out_dir, dist_info.is_main)
     if dist_info.is_main:
         (out_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        if criterion_dict is not None:
+            (out_dir / "criterion_config.json").write_text(json.dumps(criterion_dict, indent=2))
         if hasattr(model, "config"):
             (out_dir / "model_config.json").write_text(model.config.to_json())
 
@@ -336,6 +297,7 @@ def fit(
                     "rng": rngs if dist_info.enabled else rngs[0],
                     "model_config": model.config.to_dict() if hasattr(model, "config") else None,
                     "train_config": dataclasses.asdict(config),
+                    "criterion_config": criterion_dict,
                 },
             )
         barrier()
@@ -370,7 +332,7 @@ def fit(
             context = train_model.no_sync() if (dist_info.enabled and not sync) else contextlib.nullcontext()
             with context:
                 with autocast:
-                    losses = compute_losses(train_model, batch, config)
+                    losses = criterion(train_model, batch)
                 loss = sum(losses.values()) / config.grad_accum
                 if not torch.isfinite(loss):
                     raise FloatingPointError(

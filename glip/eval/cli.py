@@ -284,7 +284,7 @@ def _evaluate_model(
         image_dir = Path(image_arg) if image_arg else ann.parent
         mask_head = None
         if getattr(args, "masks", False):
-            from glip.v2.segmentation import find_mask_head, load_mask_head
+            from glip.models.mask_head import find_mask_head, load_mask_head
 
             options = options.replace(masks=True)
             mask_head = load_mask_head(find_mask_head(args.mask_head, args.model))

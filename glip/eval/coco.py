@@ -471,7 +471,7 @@ def evaluate_coco(
         chunk_size: classes per prompt (None: as many as fit 256 tokens; -1: one prompt).
         override_category: rename categories (official ``DATASETS.OVERRIDE_CATEGORY``).
         caption_prompt: per-class prefix/name/suffix (official ``DATASETS.CAPTION_PROMPT``).
-        mask_head: a :class:`glip.v2.segmentation.MaskHead` for ``options.masks``.
+        mask_head: a :class:`glip.models.mask_head.MaskHead` for ``options.masks``.
 
     Returns:
         :class:`EvalResult`; ``metrics`` has AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl

@@ -34,7 +34,7 @@ class Target:
     labels: torch.Tensor
     token_map: torch.Tensor
     masks: torch.Tensor | None = None  # (G, H, W) bool instance masks in the same frame (segmentation data)
-    # GLIPv2 category propagation (glip/v2/phrases.py): (G,) int64 phrase id of each box, and (T,) int64 the
+    # GLIPv2 category propagation (glip/text/phrases.py): (G,) int64 phrase id of each box, and (T,) int64 the
     # phrase id of every token position (-1: no phrase). None when the data does not provide them.
     phrase_ids: torch.Tensor | None = None
     token_phrase_ids: torch.Tensor | None = None

@@ -23,6 +23,7 @@ from glip.models.anchors import AnchorGenerator
 from glip.models.fpn import FPN
 from glip.models.head import HeadOutput, VLDyHead
 from glip.models.language import TextEncoder, TextFeatures
+from glip.models.pretrain_heads import build_v2_heads, forward_v2_heads
 from glip.postprocess import Detections, LabelToTokens, postprocess_image
 from glip.preprocess import ImageBatch
 
@@ -37,7 +38,7 @@ class GLIPOutput:
     text: the text encoder's output (hidden, embedded, mask), possibly trimmed to the longest prompt.
     fpn: P3..P7 before fusion, each (B, C, H_l, W_l).
     v2: outputs of the GLIPv2 heads asked for with ``forward(..., v2=...)`` (see
-        :func:`glip.v2.heads.forward_v2_heads`), else None.
+        :func:`glip.models.pretrain_heads.forward_v2_heads`), else None.
     """
 
     head: HeadOutput
@@ -70,7 +71,7 @@ class GLIP(nn.Module):
         # Drop text padding beyond the longest real prompt of the batch. Exact: padded tokens are masked
         # everywhere they could reach real tokens or image features (see docs/architecture.md).
         self.trim_text_padding = True
-        # GLIPv2 pre-training heads (glip/v2/heads.py); None for plain GLIP, so official checkpoints load strictly
+        # GLIPv2 pre-training heads (glip/models/pretrain_heads.py); None for plain GLIP, so official checkpoints load strictly
         self.v2_heads: nn.ModuleDict | None = None
 
     # ------------------------------------------------------------------ pieces
@@ -127,8 +128,6 @@ class GLIP(nn.Module):
             anchors = self.anchor_generator(fpn)
             v2_out = None
             if v2:
-                from glip.v2.heads import forward_v2_heads
-
                 v2_out = forward_v2_heads(self, fpn, text, head, v2)
         return GLIPOutput(
             head=head, anchors=anchors, image_sizes=list(images.image_sizes), text=text, fpn=fpn, v2=v2_out
@@ -224,7 +223,5 @@ def build_model(config: GLIPConfig) -> GLIP:
     anchors = AnchorGenerator(config.anchors.sizes, config.anchors.strides)
     model = GLIP(backbone, fpn, text_encoder, head, anchors, config)
     if config.v2.inter_dim > 0 or config.v2.mlm_head:
-        from glip.v2.heads import build_v2_heads
-
         model.v2_heads = build_v2_heads(config)
     return model

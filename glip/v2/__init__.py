@@ -1,53 +1,32 @@
-"""GLIPv2 on top of GLIP: extra pre-training losses, heads and tasks (see docs/glipv2.md).
+"""GLIPv2's tasks on top of GLIP (see docs/glipv2.md).
 
-Losses: :mod:`glip.v2.contrastive` (inter-image region-word contrastive L_inter, category propagation via
-:mod:`glip.v2.phrases`), :mod:`glip.v2.mlm` (masked language modelling L_mlm); the heads a model owns:
-:mod:`glip.v2.heads`. Segmentation (language-guided mask head, second stage): :mod:`glip.v2.segmentation`
-(docs/segmentation.md). VL understanding (docs/vl-understanding.md): :mod:`glip.v2.vqa` (grounded VQA),
-:mod:`glip.v2.captioning` (causal-mode grounded captioning), :mod:`glip.v2.vl_train` (joint training loop).
+VL understanding (docs/vl-understanding.md): :mod:`glip.v2.vqa` (grounded VQA), :mod:`glip.v2.captioning`
+(causal-mode grounded captioning), :mod:`glip.v2.vl_train` (joint training loop). Segmentation
+(docs/segmentation.md): :mod:`glip.v2.segmentation` (second-stage training of the mask head).
+
+GLIPv2's model parts and losses live in the core packages: the pre-training heads in
+:mod:`glip.models.pretrain_heads`, the mask head in :mod:`glip.models.mask_head`, L_inter in
+:mod:`glip.losses.contrastive`, L_mlm in :mod:`glip.losses.mlm`, the training criterion that combines them in
+:mod:`glip.losses.criterion`, phrase identities in :mod:`glip.text.phrases`.
 """
 
 from glip.v2.captioning import GLIPForCaptioning, caption_losses, caption_scores
-from glip.v2.contrastive import InterContrastiveHead, contrastive_loss, inter_image_loss, inter_targets
-from glip.v2.heads import build_v2_heads, ensure_v2_heads
-from glip.v2.mlm import MLMHead, mask_tokens, mlm_loss
-from glip.v2.phrases import normalize_phrase, phrase_id
-from glip.v2.segmentation import (
-    MaskHead,
-    MaskHeadConfig,
-    SegmentationTrainConfig,
-    load_mask_head,
-    save_mask_head,
-    train_segmentation,
-)
+from glip.v2.segmentation import SegmentationTrainConfig, mask_loss, mask_targets, train_segmentation
 from glip.v2.vl_train import VLTrainConfig, train_vl
 from glip.v2.vqa import GLIPForVQA, VQAHead, collate_vqa, vqa_losses
 
 __all__ = [
     "GLIPForCaptioning",
     "GLIPForVQA",
+    "SegmentationTrainConfig",
     "VLTrainConfig",
     "VQAHead",
     "caption_losses",
     "caption_scores",
     "collate_vqa",
+    "mask_loss",
+    "mask_targets",
+    "train_segmentation",
     "train_vl",
     "vqa_losses",
-    "InterContrastiveHead",
-    "MLMHead",
-    "MaskHead",
-    "MaskHeadConfig",
-    "SegmentationTrainConfig",
-    "build_v2_heads",
-    "contrastive_loss",
-    "ensure_v2_heads",
-    "inter_image_loss",
-    "inter_targets",
-    "load_mask_head",
-    "mask_tokens",
-    "mlm_loss",
-    "normalize_phrase",
-    "phrase_id",
-    "save_mask_head",
-    "train_segmentation",
 ]

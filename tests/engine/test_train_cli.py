@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from glip import load_model
 from glip.cli import main
 from glip.data.toy import write_toy_coco
@@ -87,3 +89,33 @@ def test_train_cli_bad_inputs(tmp_path, capsys):
     )
     assert code == 2  # no --max-steps / --epochs ... or every image missing
     assert "error" in capsys.readouterr().err
+
+
+def test_overrides_reach_the_model_and_train_configs():
+    from glip.cli import _parse_overrides
+    from glip.config import apply_overrides, get_preset
+
+    train, model = _parse_overrides(
+        ["inter_loss_weight=0.5", "mlm_loss_weight=0.1", "inter_temperature=0.05", "v2.inter_dim=32"]
+    )
+    assert train == {"inter_loss_weight": 0.5, "mlm_loss_weight": 0.1, "inter_temperature": 0.05}
+    assert apply_overrides(get_preset("tiny_random"), model).v2.inter_dim == 32
+    # the loss settings (CriterionConfig) also go by loss.KEY
+    train, model = _parse_overrides(["loss.inter_loss_weight=0.5", "loss.topk=5", "warmup_steps=3"])
+    assert train == {"inter_loss_weight": 0.5, "topk": 5, "warmup_steps": 3} and model == {}
+    with pytest.raises(ValueError, match="unknown loss setting 'inter_weight'.*inter_loss_weight"):
+        _parse_overrides(["loss.inter_weight=0.5"])
+
+
+def test_train_cli_loss_settings_go_to_the_criterion(tmp_path):
+    ann = write_toy_coco(tmp_path / "data", 2, size=96)
+    out = tmp_path / "run"
+    args = ["train", "--preset", "tiny_random", "--train-ann", str(ann)]
+    args += ["--train-images", str(tmp_path / "data" / "images"), "--out", str(out), "--max-steps", "1"]
+    args += ["--batch-size", "2", "--set", "ckpt_every=0", "progress=False", "loss.inter_loss_weight=0.5"]
+    args += ["mlm_loss_weight=0.1", "input.train_min_sizes=(96,)", "input.train_max_size=128"]
+    assert main(args) == 0
+    criterion = json.loads((out / "criterion_config.json").read_text())
+    assert criterion["inter_loss_weight"] == 0.5 and criterion["mlm_loss_weight"] == 0.1
+    assert "inter_loss_weight" not in json.loads((out / "train_config.json").read_text())
+    assert sorted(load_model(out / "model").v2_heads) == ["inter", "mlm"]

@@ -113,7 +113,7 @@ def test_evaluate_coco_with_masks_and_cli(tmp_path: Path) -> None:
     from glip.eval.coco import evaluate_coco
     from glip.eval.options import EvalOptions
     from glip.models.glip import build_model
-    from glip.v2.segmentation import MaskHead, MaskHeadConfig, save_mask_head
+    from glip.models.mask_head import MaskHead, MaskHeadConfig, save_mask_head
     from glip.weights.loading import save_model
 
     generate(tmp_path / "data", 2, seed=0, size=64, split="test", masks=True)

@@ -1,17 +1,12 @@
-"""GLIPv2 masked language modelling L_mlm: BERT's masking recipe and a two-layer MLP head on the fused text.
+"""GLIPv2 masked language modelling L_mlm: BERT's masking recipe and the loss of the MLM head.
 
 Masking (BERT, Devlin et al. 2019), per token independently: each *real, non-special* token (attention mask 1,
 not [CLS] / [SEP] / [PAD] / [UNK] / [MASK]) is chosen with probability 0.15; a chosen token becomes [MASK] with
 probability 0.8, a random non-special vocabulary token with probability 0.1, and stays unchanged otherwise.
 Labels hold the original id at chosen positions and -100 (ignored) everywhere else.
 
-Head (GLIPv2: "a two-layer MLP on the text features P" after fusion):
-
-    fused text (B, T, D) --Linear(D, D)--> GELU --LayerNorm--> (B, T, D)
-                         --x word_embeddings^T + bias--> logits (B, T, V)
-
-The decoder is tied to the text encoder's input word embeddings (V, D) as in BERT; a head built with
-``tied=False`` owns its decoder instead (for text encoders whose embeddings do not have width D).
+The head (a two-layer MLP on the fused text, decoder tied to the word embeddings) is the model's "mlm"
+head: :class:`glip.models.pretrain_heads.MLMHead`.
 """
 
 from __future__ import annotations
@@ -21,9 +16,8 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 
-__all__ = ["IGNORE_INDEX", "MLMHead", "bert_special_ids", "mask_tokens", "mlm_loss"]
+__all__ = ["IGNORE_INDEX", "bert_special_ids", "mask_tokens", "mlm_loss"]
 
 IGNORE_INDEX = -100  # label of unchosen tokens (torch cross_entropy's default ignore_index)
 
@@ -69,31 +63,6 @@ def mask_tokens(
     masked = torch.where(to_mask, torch.full_like(input_ids, mask_token_id), input_ids)
     masked = torch.where(to_random, allowed[draws], masked)
     return masked, labels
-
-
-class MLMHead(nn.Module):
-    """Two-layer MLP (dense + GELU + LayerNorm, then the vocabulary decoder). hidden: D; vocab_size: V."""
-
-    def __init__(self, hidden: int, vocab_size: int, eps: float = 1e-12, tied: bool = True) -> None:
-        super().__init__()
-        self.dense = nn.Linear(hidden, hidden)
-        self.norm = nn.LayerNorm(hidden, eps=eps)
-        self.bias = nn.Parameter(torch.zeros(vocab_size))
-        self.decoder = None if tied else nn.Linear(hidden, vocab_size, bias=False)
-
-    def forward(self, text: torch.Tensor, word_embeddings: torch.Tensor | None = None) -> torch.Tensor:
-        """text: (B, T, D) fused text features; word_embeddings: (V, D), needed when tied -> logits (B, T, V)."""
-        hidden = self.norm(F.gelu(self.dense(text)))
-        if self.decoder is not None:
-            return self.decoder(hidden) + self.bias
-        if word_embeddings is None:
-            raise ValueError("a tied MLM head needs the text encoder's word embeddings (V, D)")
-        if word_embeddings.shape != (self.bias.shape[0], hidden.shape[-1]):
-            raise ValueError(
-                f"word embeddings of shape {tuple(word_embeddings.shape)} do not fit a tied MLM head of width "
-                f"{hidden.shape[-1]} and vocabulary {self.bias.shape[0]}"
-            )
-        return hidden @ word_embeddings.t() + self.bias
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""L_mlm: BERT masking statistics, special tokens and padding never masked, the tied head, overfitting."""
+"""L_mlm: BERT masking statistics, special tokens and padding never masked, overfitting (the tied head:
+tests/models/test_pretrain_heads.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import torch
 
 from glip.data.toy import SquaresDataset, deterministic_tiny_random
 from glip.data.types import collate
+from glip.losses.mlm import IGNORE_INDEX, bert_special_ids, mask_tokens, mlm_loss
 from glip.models.glip import build_model
-from glip.v2.heads import ensure_v2_heads
-from glip.v2.mlm import IGNORE_INDEX, MLMHead, bert_special_ids, mask_tokens, mlm_loss
+from glip.models.pretrain_heads import ensure_v2_heads
 
 MASK, SPECIAL = bert_special_ids()
 VOCAB = 30522
@@ -66,27 +67,6 @@ def test_special_tokens_and_padding_are_never_masked():
         assert bool((labels[~candidates] == IGNORE_INDEX).all())
     with pytest.raises(ValueError, match="probability"):
         mask_tokens(ids, mask, VOCAB, MASK, SPECIAL, probability=1.5)
-
-
-def test_tied_head_uses_the_word_embeddings():
-    torch.manual_seed(0)
-    model = build_model(deterministic_tiny_random())
-    ensure_v2_heads(model, mlm=True)
-    assert model.config.v2.mlm_head
-    keys = set(model.state_dict())
-    assert "v2_heads.mlm.bias" in keys and not any(k.startswith("v2_heads.mlm.decoder") for k in keys)
-    head = model.v2_heads["mlm"]
-    embeddings = model.text_encoder.bert.embeddings.word_embeddings.weight
-    text = torch.randn(1, 3, embeddings.shape[1])
-    logits = head(text, embeddings)
-    assert logits.shape == (1, 3, embeddings.shape[0])
-    with torch.no_grad():
-        embeddings[7] += 1.0
-    assert not torch.allclose(head(text, embeddings)[..., 7], logits[..., 7])
-    with pytest.raises(ValueError, match="word embeddings"):
-        head(text, embeddings[:, :-1])
-    untied = MLMHead(8, 11, tied=False)
-    assert untied(torch.randn(2, 4, 8)).shape == (2, 4, 11)
 
 
 def test_loss_ignores_unchosen_tokens():

@@ -9,8 +9,8 @@ import torch
 from glip.data.datasets import CocoGroundingDataset, MDETRDataset
 from glip.data.toy import write_toy_coco
 from glip.data.transforms import TrainTransform
+from glip.text.phrases import NO_PHRASE, normalize_phrase, phrase_id, token_phrase_ids
 from glip.text.tokenizer import get_tokenizer
-from glip.v2.phrases import NO_PHRASE, normalize_phrase, phrase_id, token_phrase_ids
 
 
 def test_normalisation_and_stable_ids():

@@ -14,17 +14,17 @@ import torch.multiprocessing as mp
 
 from glip.data.toy import SquaresDataset, deterministic_tiny_random
 from glip.data.types import collate
-from glip.losses.grounding import output_losses
-from glip.models.glip import build_model
-from glip.v2.contrastive import (
+from glip.losses.contrastive import (
     InterInputs,
     contrastive_loss,
     gather_inter_inputs,
     inter_image_loss,
     inter_targets,
 )
-from glip.v2.heads import ensure_v2_heads
-from glip.v2.phrases import NO_PHRASE, phrase_id
+from glip.losses.grounding import output_losses
+from glip.models.glip import build_model
+from glip.models.pretrain_heads import ensure_v2_heads
+from glip.text.phrases import NO_PHRASE, phrase_id
 
 RED, BLUE, GREEN = phrase_id("red circle"), phrase_id("blue square"), phrase_id("green star")
 

@@ -1,6 +1,6 @@
 """Phrase identity for GLIPv2's category propagation: which phrases of different captions name the same thing.
 
-L_inter (``glip/v2/contrastive.py``) makes a region of one image positive with the words of another image's
+L_inter (``glip/losses/contrastive.py``) makes a region of one image positive with the words of another image's
 caption when both name the same category / phrase. The identity of a phrase is its text, normalised:
 
     lower case -> punctuation replaced by spaces -> whitespace collapsed -> a leading "a" / "an" / "the" dropped

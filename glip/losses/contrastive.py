@@ -14,7 +14,7 @@ The target matrix ``Y`` (N, M) is 1 where
 * the word is in the same image and belongs to the region's own phrase (the ``token_map`` row of the anchor's
   ground-truth box: the diagonal blocks, GLIP's own targets), or
 * **category propagation**: the word belongs to a phrase with the same identity as the region's phrase
-  (normalised text, :mod:`glip.v2.phrases`), in *any* caption of the batch (the off-diagonal blocks).
+  (normalised text, :mod:`glip.text.phrases`), in *any* caption of the batch (the off-diagonal blocks).
 
 The loss is a two-way multi-positive cross-entropy (the form of MDETR's contrastive alignment loss, here
 over the whole batch):
@@ -27,24 +27,27 @@ Under DDP the regions, words and their metadata are gathered from every rank (:f
 variable sizes, gradients flow back to each rank's own features) and every rank computes the same loss on the
 whole gathered batch; the gather's backward sums the gradient from every rank, so after DDP's gradient
 averaging the parameter gradients equal those of one process holding the whole batch.
+
+The projections and the temperature are the model's "inter" head
+(:class:`glip.models.pretrain_heads.InterContrastiveHead`); :data:`INIT_TEMPERATURE` and
+:data:`MAX_LOGIT_SCALE` are defined there and re-exported here.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
 
-from glip.v2.phrases import NO_PHRASE
+from glip.models.pretrain_heads import INIT_TEMPERATURE, MAX_LOGIT_SCALE
+from glip.text.phrases import NO_PHRASE
 
 __all__ = [
     "INIT_TEMPERATURE",
-    "InterContrastiveHead",
+    "MAX_LOGIT_SCALE",
     "InterInputs",
     "contrastive_loss",
     "gather_inter_inputs",
@@ -53,41 +56,6 @@ __all__ = [
     "inter_inputs_from_output",
     "inter_targets",
 ]
-
-INIT_TEMPERATURE = 0.07  # CLIP / MDETR's contrastive temperature
-MAX_LOGIT_SCALE = 100.0  # CLIP's clamp of the learnable 1 / temperature: keeps the logits bounded
-
-
-class InterContrastiveHead(nn.Module):
-    """Projection heads of L_inter and its temperature.
-
-    region_dim: FPN channels C; text_dim: text encoder width D; dim: shared width d.
-    The temperature is stored as ``log_scale = log(1 / temperature)`` (learnable; a fixed temperature is set
-    at training time, see ``TrainConfig.inter_temperature``).
-    """
-
-    def __init__(
-        self, region_dim: int, text_dim: int, dim: int, temperature: float = INIT_TEMPERATURE
-    ) -> None:
-        super().__init__()
-        if dim <= 0 or temperature <= 0:
-            raise ValueError(f"L_inter head needs dim > 0 and temperature > 0, got {dim} and {temperature}")
-        self.region_proj = nn.Linear(region_dim, dim)
-        self.word_proj = nn.Linear(text_dim, dim)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
-
-    def project_regions(self, fpn: Sequence[torch.Tensor]) -> torch.Tensor:
-        """fpn: L maps (B, C, H_l, W_l) -> (B, A, d), anchors in the official order (levels, then row-major)."""
-        flat = torch.cat([f.flatten(2).transpose(1, 2) for f in fpn], dim=1)  # (B, A, C)
-        return self.region_proj(flat)
-
-    def project_words(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: (B, T, D) text encoder output -> (B, T, d)."""
-        return self.word_proj(hidden)
-
-    def logit_scale(self) -> torch.Tensor:
-        """1 / temperature, a scalar tensor (clamped to :data:`MAX_LOGIT_SCALE`)."""
-        return self.log_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
 
 
 # ---------------------------------------------------------------------- the loss on flat features
@@ -296,7 +264,7 @@ def gather_inter_inputs(inputs: InterInputs) -> InterInputs:
 
 
 def inter_image_loss(
-    output,  # noqa: ANN001 - glip.models.glip.GLIPOutput (not imported: glip.models imports this package)
+    output,  # noqa: ANN001 - glip.models.glip.GLIPOutput
     targets: Sequence,
     matched_gt: Sequence[torch.Tensor],
     temperature: float | None = None,
