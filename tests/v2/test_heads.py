@@ -51,10 +51,14 @@ def test_heads_from_config_save_and_load_strictly(tmp_path):
 
 
 def test_overrides_reach_the_model_and_train_configs():
-    from glip.cli import _parse_overrides
+    import dataclasses
 
-    train, model = _parse_overrides(
-        ["inter_loss_weight=0.5", "mlm_loss_weight=0.1", "inter_temperature=0.05", "v2.inter_dim=32"]
+    from glip.config import parse_overrides
+
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    train, model = parse_overrides(
+        ["inter_loss_weight=0.5", "mlm_loss_weight=0.1", "inter_temperature=0.05", "v2.inter_dim=32"],
+        train_fields,
     )
     assert train == {"inter_loss_weight": 0.5, "mlm_loss_weight": 0.1, "inter_temperature": 0.05}
     assert apply_overrides(get_preset("tiny_random"), model).v2.inter_dim == 32
