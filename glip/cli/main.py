@@ -41,13 +41,24 @@ def version() -> str:
         return glip.__version__
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: looks the version up only when asked (importlib.metadata costs ~0.1 s at start)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        print(f"glip {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``glip`` parser; each subcommand's ``run`` function is in ``args.run``."""
     parser = argparse.ArgumentParser(
         prog="glip", description="GLIP: open-vocabulary detection and phrase grounding"
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (and full tracebacks)")
-    parser.add_argument("--version", action="version", version=f"glip {version()}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
     detect.add_parser(sub)
     detect.add_demo_parser(sub)
