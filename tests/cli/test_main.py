@@ -82,3 +82,30 @@ def test_a_bug_is_not_swallowed(monkeypatch):
     monkeypatch.setattr(models, "run", broken)
     with pytest.raises(KeyError):
         main(["models"])
+
+
+@pytest.mark.parametrize("command", ["detect", "demo", "train", "eval", "pseudo-label"])
+def test_device_defaults_to_auto_and_a_bad_one_exits_2(command, tmp_path, capsys):
+    from glip.cli.main import build_parser
+
+    ann = tmp_path / "ann.json"
+    ann.write_text("{}")
+    argv = {
+        "detect": ["detect", str(ann), "--classes", "cat", "--out", str(tmp_path / "o")],
+        "demo": ["demo", "--out", str(tmp_path / "o")],
+        "train": ["train", "--train-ann", str(ann), "--train-images", str(tmp_path), "--out", str(tmp_path)],
+        "eval": ["eval", "--task", "coco", "--model", "random:tiny_random", "--ann", str(ann)],
+        "pseudo-label": [
+            "pseudo-label",
+            "--teacher",
+            "x",
+            "--captions",
+            str(ann),
+            "--out",
+            str(tmp_path / "p"),
+        ],
+    }[command]
+    assert build_parser().parse_args(argv).device == "auto"
+    assert main([*argv, "--device", "tpu0"]) == 2
+    err = capsys.readouterr().err
+    assert f"glip {command}: error: unknown device 'tpu0'" in err and "Traceback" not in err
