@@ -5,13 +5,33 @@ Public API::
     import glip
     model = glip.load_model("glip_t")                   # or a .pth / a saved directory
     model = glip.build_model(glip.get_preset("tiny"))    # randomly initialised
+
+The names below are imported on first use (PEP 562), so ``import glip`` alone does not import torch and
+``glip --help`` starts fast.
 """
 
-from glip.config import PRESETS, GLIPConfig, get_preset
-from glip.models.glip import GLIP, GLIPOutput, build_model
-from glip.postprocess import Detections
-from glip.weights.loading import CheckpointError, load_model, save_model
-from glip.weights.registry import available_models
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "GLIP": "glip.models.glip",
+    "GLIPOutput": "glip.models.glip",
+    "build_model": "glip.models.glip",
+    "PRESETS": "glip.config",
+    "GLIPConfig": "glip.config",
+    "get_preset": "glip.config",
+    "Detections": "glip.postprocess",
+    "CheckpointError": "glip.weights.loading",
+    "load_model": "glip.weights.loading",
+    "save_model": "glip.weights.loading",
+    "resolve_model": "glip.weights.resolve",
+    "available_models": "glip.weights.registry",
+}
 
 __all__ = [
     "GLIP",
@@ -24,7 +44,27 @@ __all__ = [
     "build_model",
     "get_preset",
     "load_model",
+    "resolve_model",
     "save_model",
 ]
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:  # pragma: no cover
+    from glip.config import PRESETS, GLIPConfig, get_preset
+    from glip.models.glip import GLIP, GLIPOutput, build_model
+    from glip.postprocess import Detections
+    from glip.weights.loading import CheckpointError, load_model, save_model
+    from glip.weights.registry import available_models
+    from glip.weights.resolve import resolve_model
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'glip' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

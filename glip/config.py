@@ -8,9 +8,10 @@ Official names (``MODEL.SWINT.EMBED_DIM`` ...) appear only in :mod:`glip.weights
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,6 +250,33 @@ def apply_overrides(config: GLIPConfig, overrides: dict[str, Any]) -> GLIPConfig
             raise ValueError(f"unknown config key {dotted!r}")
         node[parts[-1]] = value
     return GLIPConfig.from_dict(data)
+
+
+class OverrideError(ValueError):
+    """A ``KEY=VALUE`` override that is not of that form."""
+
+
+def parse_overrides(
+    items: Sequence[str], first_keys: Collection[str] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``["key=value", ...]`` -> (overrides whose key is in ``first_keys``, the others).
+
+    Values are Python literals where they parse as one (``ast.literal_eval``: ``2``, ``0.5``, ``True``,
+    ``[1, 2]``), else the text itself. The CLI passes the ``TrainConfig`` field names as ``first_keys``
+    and hands the rest (dotted model-config keys) to :func:`apply_overrides`.
+    """
+    first: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise OverrideError(f"--set expects KEY=VALUE, got {item!r}")
+        key, text = item.split("=", 1)
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        (first if key in first_keys else rest)[key] = value
+    return first, rest
 
 
 # ---------------------------------------------------------------------- presets

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torchvision.ops import batched_nms
 
-from glip.models.box_coder import BoxCoder
+from glip.box_coder import BoxCoder
 
 
 @dataclass

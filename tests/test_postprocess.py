@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from glip.models.box_coder import BoxCoder
+from glip.box_coder import BoxCoder
 from glip.postprocess import nms_legacy, phrase_scores, postprocess_image
 
 

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from glip.config import OverrideError, parse_overrides
 from glip.engine.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from glip.engine.distributed import all_reduce_mean, barrier, init_distributed
 from glip.engine.optim import ModelEMA, build_scheduler, parameter_groups
@@ -156,6 +157,29 @@ class _MetricsWriter:
             self.tb.close()
 
 
+def parse_train_overrides(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``glip train --set`` items -> (TrainConfig fields, CriterionConfig fields, model config keys).
+
+    Loss settings go by ``loss.KEY`` or their bare field name (``loss.inter_loss_weight=0.5`` and
+    ``inter_loss_weight=0.5`` are the same); an unknown ``loss.KEY`` is an ``OverrideError`` listing the known
+    ones. Dotted model keys (``head.num_blocks=2``) are returned for :func:`glip.config.apply_overrides`.
+    """
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    loss_fields = {f.name for f in dataclasses.fields(CriterionConfig)}
+    for item in items:
+        key = item.split("=", 1)[0]
+        if key.startswith("loss.") and key[len("loss.") :] not in loss_fields:
+            raise OverrideError(
+                f"unknown loss setting {key[len('loss.') :]!r} in --set; known: {', '.join(sorted(loss_fields))}"
+            )
+    first_keys = train_fields | loss_fields | {f"loss.{name}" for name in loss_fields}
+    first, model = parse_overrides(items, first_keys)
+    first = {key.removeprefix("loss."): value for key, value in first.items()}
+    train = {k: v for k, v in first.items() if k not in loss_fields}
+    loss = {k: v for k, v in first.items() if k in loss_fields}
+    return train, loss, model
+
+
 def fit(
     model: nn.Module,
     dataset: Dataset,
@@ -164,9 +188,12 @@ def fit(
     resume: bool = False,
     eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
     criterion: Callable[[nn.Module, Any], dict[str, torch.Tensor]] | None = None,
+    trust_pickle: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` on ``dataset`` (of :class:`glip.data.types.Sample`). Returns the final state summary.
 
+    ``trust_pickle``: on resume, allow a ``last.pt`` that needs full unpickling (see
+    :func:`glip.engine.checkpoint.load_checkpoint`); by default only tensors and plain data are read.
     ``criterion``: ``criterion(model, batch) -> dict of scalar losses`` (summed for the backward); default
     ``Criterion(CriterionConfig())``, GLIP's grounding losses. Optional members used when present:
     ``prepare(model) -> names of parameters to keep frozen`` (called before tuning; adds the GLIPv2 heads the
@@ -237,7 +264,7 @@ def fit(
     step, epoch, batch_in_epoch = 0, 0, 0
     checkpoint_path = out_dir / LAST
     if resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
+        state = load_checkpoint(checkpoint_path, trust_pickle=trust_pickle)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

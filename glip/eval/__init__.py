@@ -13,7 +13,7 @@ arguments (model, files, protocol settings such as LVIS's ``chunk_size`` / ``fix
 * :func:`evaluate_lvis` / :func:`score_lvis`: LVIS AP, APr/APc/APf, Fixed AP (GLIP/MDETR) or standard;
 * :func:`evaluate_odinw`: several COCO-format datasets, each dataset's AP and their average;
 * :func:`evaluate_flickr` / :func:`flickr_recall`: phrase grounding Recall@1/5/10, any-box and merged;
-* the ``glip eval`` command: :mod:`glip.eval.cli`.
+* the ``glip eval`` command: :mod:`glip.cli.eval`.
 
 Bad inputs raise :class:`EvalError` (a ``ValueError``) naming the file and the record. The scorers need
 the ``eval`` extra (pycocotools, lvis; optionally faster-coco-eval; matplotlib for the plots).

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from glip.models.box_coder import TO_REMOVE, BoxCoder
+from glip.box_coder import TO_REMOVE, BoxCoder
 
 INF = 100000000  # official rpn/loss.py INF
 

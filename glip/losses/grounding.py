@@ -16,8 +16,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from glip.box_coder import BoxCoder
 from glip.losses.atss import Assignment, atss_assign, centerness_targets
-from glip.models.box_coder import BoxCoder
 
 LOSS_KEYS = ("loss_token", "loss_giou", "loss_centerness")
 

@@ -1,6 +1,6 @@
 """Scoring pseudo-labels against known truth (e.g. ``captions_gt.json`` of ``glip synth``).
 
-    python -m glip.selftrain.scoring pseudo/train.jsonl synth/train/captions_gt.json
+    glip score-pseudo pseudo/train.jsonl synth/train/captions_gt.json --thresholds 0.6,0.7
 
 A pseudo box is correct when it matches a true object of its image with IoU >= ``iou`` *and* its region's
 phrase spans overlap the object's phrase span (``tokens_positive``) in the caption; every true object is
@@ -11,9 +11,7 @@ phrase with the highest IoU). Precision = correct / pseudo boxes; recall = match
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -93,21 +91,3 @@ def score_pseudo_labels(
         "matched": matched,
         "images": len(objects),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="precision / recall of pseudo-labels against known truth")
-    parser.add_argument("pseudo", help="ODVG JSONL written by glip pseudo-label")
-    parser.add_argument("truth", help="COCO truth with tokens_positive (captions_gt.json of glip synth)")
-    parser.add_argument("--iou", type=float, default=0.5)
-    parser.add_argument("--thresholds", default="", help="also score stricter thresholds, e.g. 0.6,0.7")
-    args = parser.parse_args(argv)
-    rows = {"written": score_pseudo_labels(args.pseudo, args.truth, args.iou)}
-    for value in [float(v) for v in args.thresholds.split(",") if v.strip()]:
-        rows[f"> {value:g}"] = score_pseudo_labels(args.pseudo, args.truth, args.iou, threshold=value)
-    print(json.dumps(rows, indent=1))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -166,9 +166,9 @@ def random_detections(gt: dict[str, Any], seed: int = 1, per_image_noise: int = 
 @pytest.fixture(scope="session")
 def tiny_random_model():
     """The randomly initialised ``tiny_random`` preset as ``--model random:tiny_random`` builds it."""
-    from glip.cli import _resolve_model
+    from glip.weights import resolve_model
 
-    return _resolve_model("random:tiny_random", None, "cpu")
+    return resolve_model("random:tiny_random", None, "cpu")
 
 
 @pytest.fixture

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 import pytest
 
+from glip.cli import main
 from glip.eval import EvalError, load_coco_dataset, load_detection_predictions, load_suite
-from glip.eval.cli import add_eval_parser, run_eval
 
 from .conftest import random_gt, write_json
 
@@ -152,53 +151,42 @@ def test_bad_suite_files(tmp_path):
         load_suite(suite)
 
 
-def parse(argv):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("-v", "--verbose", action="store_true")
-    add_eval_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
-
-
 def test_cli_exit_code_2_with_the_record_named(tmp_path, capsys):
     ann = write_json(tmp_path / "gt.json", edited(lambda d: d["annotations"][1].update(bbox=[5, 5, -3, 10])))
     preds = write_json(tmp_path / "preds.json", [])
-    code = run_eval(parse(["eval", "--task", "coco", "--predictions", str(preds), "--ann", str(ann)]))
+    code = main(["eval", "--task", "coco", "--predictions", str(preds), "--ann", str(ann)])
     err = capsys.readouterr().err
     assert code == 2
     assert "glip eval: error:" in err and "gt.json: annotations[1] (id 2)" in err and "negative size" in err
-    code = run_eval(parse(["eval", "--task", "coco", "--ann", str(ann)]))
+    code = main(["eval", "--task", "coco", "--ann", str(ann)])
     assert code == 2 and "give --model" in capsys.readouterr().err
     good = write_json(tmp_path / "good.json", GOOD)
-    code = run_eval(
-        parse(
-            [
-                "eval",
-                "--task",
-                "coco",
-                "--model",
-                "random:tiny_random",
-                "--ann",
-                str(good),
-                "--images",
-                str(tmp_path / "nowhere"),
-            ]
-        )
+    code = main(
+        [
+            "eval",
+            "--task",
+            "coco",
+            "--model",
+            "random:tiny_random",
+            "--ann",
+            str(good),
+            "--images",
+            str(tmp_path / "nowhere"),
+        ]
     )
     assert code == 2 and "image folder not found" in capsys.readouterr().err
-    code = run_eval(
-        parse(
-            [
-                "eval",
-                "--task",
-                "coco",
-                "--model",
-                "random:tiny_random",
-                "--ann",
-                str(good),
-                "--images",
-                str(tmp_path),
-            ]
-        )
+    code = main(
+        [
+            "eval",
+            "--task",
+            "coco",
+            "--model",
+            "random:tiny_random",
+            "--ann",
+            str(good),
+            "--images",
+            str(tmp_path),
+        ]
     )
     err = capsys.readouterr().err
     assert code == 2 and "good.json: images[0] (id 1, 'a.jpg'): image not found" in err

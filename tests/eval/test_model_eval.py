@@ -121,7 +121,7 @@ def test_an_interrupted_evaluation_resumes_from_its_cache(tmp_path, coco_set, ti
 
 
 def test_training_hook(coco_set, tiny_random_model):
-    from glip.engine.evaluation import coco_eval_hook
+    from glip.eval.hooks import coco_eval_hook
 
     ann, images = coco_set
     tiny_random_model.train()

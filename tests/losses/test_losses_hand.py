@@ -6,9 +6,9 @@ import math
 
 import torch
 
+from glip.box_coder import BoxCoder
 from glip.losses.atss import atss_assign, box_iou_legacy, centerness_targets
 from glip.losses.grounding import giou_loss, token_sigmoid_focal_loss
-from glip.models.box_coder import BoxCoder
 
 
 def test_legacy_iou():

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
+from glip.box_coder import BoxCoder
 from glip.config import HeadConfig, get_preset
 from glip.models.anchors import AnchorGenerator, legacy_cell_anchor
-from glip.models.box_coder import BoxCoder
 from glip.models.dyhead import deform_conv3x3_grid_sample, reinterpret_offsets
 from glip.models.glip import build_model
 from glip.preprocess import ImageBatch, resized_hw

@@ -1,39 +1,17 @@
-"""The ``glip`` command end to end, in-process, with a randomly initialised ``tiny_random`` model."""
+"""``glip detect`` and ``glip demo`` end to end, in-process, with a randomly initialised ``tiny_random`` model."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
-import glip
-from glip.cli import EXAMPLES, main
+from glip.cli import main
+from tests.cli.conftest import make_image
 
 MODEL = ["--model", "random:tiny_random"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread while this module runs: the tensors are small, and on a 2-core machine shared
-    with another busy process every 2-thread OpenMP region waits for a scheduler slice (measured 50x
-    slower: 3.7 s instead of 0.07 s per predict call)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_image(height: int, width: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray((rng.random((height, width, 3)) * 80 + 120).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse([width * 0.1, height * 0.2, width * 0.45, height * 0.7], fill=(220, 30, 30))
-    draw.rectangle([width * 0.55, height * 0.4, width * 0.9, height * 0.9], fill=(30, 60, 220))
-    return image
 
 
 @pytest.fixture
@@ -244,56 +222,56 @@ def test_demo_with_the_bundled_model(tmp_path, capsys):
     assert sum(len(r["detections"]) for r in records) > 0
 
 
-def test_convert_official_checkpoint(tmp_path, capsys):
-    from glip.weights.convert import to_official
-
-    torch.manual_seed(0)
-    model = glip.build_model(glip.get_preset("tiny_random"))
-    checkpoint = tmp_path / "tiny_random.pth"
-    torch.save({"model": to_official(model)}, checkpoint)
-    out = tmp_path / "converted"
-    assert main(["convert", str(checkpoint), "--config", "tiny_random", "--out", str(out)]) == 0
-    assert str(out) in capsys.readouterr().out
-    loaded = glip.load_model(out)
-    assert loaded.config.name == "tiny_random"
-    ours, theirs = model.state_dict(), loaded.state_dict()
-    assert ours.keys() == theirs.keys()
-    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
-    # a detect run on the converted directory works too
-    make_image(60, 80, 0).save(tmp_path / "x.png")
-    argv = [
-        "detect",
-        str(tmp_path / "x.png"),
-        "--classes",
-        "cat",
-        "--model",
-        str(out),
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    assert main(argv) == 0
-
-
-def test_convert_bad_checkpoint_exits_2(tmp_path, capsys):
-    (tmp_path / "bad.pth").write_bytes(b"garbage")
-    assert (
-        main(["convert", str(tmp_path / "bad.pth"), "--config", "tiny_random", "--out", str(tmp_path)]) == 2
-    )
+@pytest.mark.parametrize("device", ["gpu0", "cuda:x", "tpu"])
+def test_detect_bad_device_exits_2(photos, tmp_path, capsys, device):
+    argv = ["detect", str(photos / "a.png"), "--classes", "cat", *MODEL, "--device", device]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     captured = capsys.readouterr()
-    assert "bad.pth" in captured.err and "Traceback" not in captured.err
+    assert "glip detect: error: unknown device" in captured.err and "use auto, cpu" in captured.err
+    assert "Traceback" not in captured.err and not (tmp_path / "out").exists()
 
 
-def test_models(capsys):
-    assert main(["models"]) == 0
-    out = capsys.readouterr().out
-    for name in ("glip_t", "glip_l", "tiny", "tiny_random"):
-        assert name in out
+def test_detect_and_demo_default_to_auto_device():
+    from glip.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["detect", "x.png", "--classes", "a", "--out", "o"]).device == "auto"
+    assert parser.parse_args(["demo"]).device == "auto"
 
 
-@pytest.mark.parametrize("command", sorted(EXAMPLES))
-def test_help_has_examples(command, capsys):
-    with pytest.raises(SystemExit) as info:
-        main([command, "--help"])
-    assert info.value.code == 0
-    out = capsys.readouterr().out
-    assert "examples:" in out and f"glip {command}" in out
+def test_detect_to_folder_is_the_library_path(photos, tmp_path):
+    """The library function behind both commands: same records as `glip detect`, bad files reported."""
+    from glip.detect import detect_to_folder
+    from glip.predictor import GLIPPredictor
+    from glip.weights import resolve_model
+
+    (photos / "broken.png").write_bytes(b"not a png")
+    skipped = []
+    predictor = GLIPPredictor(resolve_model("random:tiny_random", device="cpu"))
+    paths = sorted(photos.glob("*.png"))
+    result = detect_to_folder(
+        predictor, paths, out_dir=tmp_path / "lib", classes=["cat"], threshold=0.3, on_skip=skipped.append
+    )
+    assert [Path(r["file"]).name for r in result.records] == ["a.png", "c.png"]
+    assert len(skipped) == 1 and "broken.png" in skipped[0]
+    assert [Path(e["file"]).name for e in result.errors] == ["broken.png"]
+    (photos / "broken.png").unlink()
+    assert (
+        main(
+            [
+                "detect",
+                *map(str, paths[:1] + paths[2:]),
+                "--classes",
+                "cat",
+                *MODEL,
+                "--threshold",
+                "0.3",
+                "--out",
+                str(tmp_path / "cli"),
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "cli" / "predictions.json").read_text()) == result.records
+    with pytest.raises(ValueError, match="exactly one"):
+        detect_to_folder(predictor, paths, out_dir=tmp_path / "x", threshold=0.3)

@@ -92,19 +92,25 @@ def test_train_cli_bad_inputs(tmp_path, capsys):
 
 
 def test_overrides_reach_the_model_and_train_configs():
-    from glip.cli import _parse_overrides
     from glip.config import apply_overrides, get_preset
+    from glip.engine.train import parse_train_overrides
 
-    train, model = _parse_overrides(
+    train, loss, model = parse_train_overrides(
         ["inter_loss_weight=0.5", "mlm_loss_weight=0.1", "inter_temperature=0.05", "v2.inter_dim=32"]
     )
-    assert train == {"inter_loss_weight": 0.5, "mlm_loss_weight": 0.1, "inter_temperature": 0.05}
+    assert train == {} and loss == {
+        "inter_loss_weight": 0.5,
+        "mlm_loss_weight": 0.1,
+        "inter_temperature": 0.05,
+    }
     assert apply_overrides(get_preset("tiny_random"), model).v2.inter_dim == 32
     # the loss settings (CriterionConfig) also go by loss.KEY
-    train, model = _parse_overrides(["loss.inter_loss_weight=0.5", "loss.topk=5", "warmup_steps=3"])
-    assert train == {"inter_loss_weight": 0.5, "topk": 5, "warmup_steps": 3} and model == {}
+    train, loss, model = parse_train_overrides(
+        ["loss.inter_loss_weight=0.5", "loss.topk=5", "warmup_steps=3"]
+    )
+    assert train == {"warmup_steps": 3} and loss == {"inter_loss_weight": 0.5, "topk": 5} and model == {}
     with pytest.raises(ValueError, match="unknown loss setting 'inter_weight'.*inter_loss_weight"):
-        _parse_overrides(["loss.inter_weight=0.5"])
+        parse_train_overrides(["loss.inter_weight=0.5"])
 
 
 def test_train_cli_loss_settings_go_to_the_criterion(tmp_path):

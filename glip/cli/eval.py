@@ -1,6 +1,8 @@
-"""The ``glip eval`` subcommand: ``add_eval_parser(subparsers)`` and ``run_eval(args) -> int``.
+"""The ``glip eval`` subcommand: ``add_parser(subparsers)`` and ``run_eval(args) -> int``.
 
-Exit codes: 0 done; 2 bad input (annotation / predictions / suite file, image folder, model, prompt).
+Exit codes: 0 done; 2 bad input (annotation / predictions / suite file, image folder, model, prompt): the
+library's ``EvalError`` (a ``ValueError``) and the other input errors reach :func:`glip.cli.main.main`,
+which prints them as one line.
 Under ``torchrun`` the images are sharded across the processes and rank 0 writes the report.
 """
 
@@ -9,11 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from glip.eval.common import TASKS, EvalError, EvalResult, default_device, rank_info
+from glip.cli.common import DEVICE_HELP, add_command
+
+if TYPE_CHECKING:  # pragma: no cover
+    from glip.eval.common import EvalResult
+
+# glip.eval.common.TASKS, here so that `glip --help` imports no torch (a test checks they agree)
+TASKS = ("coco", "lvis", "odinw", "flickr")
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +43,10 @@ when the classes fit 256 tokens; LVIS chunks of 40 classes, 300 detections per i
 """
 
 
-def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``eval`` subcommand to ``subparsers`` (from ``ArgumentParser.add_subparsers``)."""
     text = "evaluate a model (or a predictions file) on COCO, LVIS, ODinW or Flickr30K Entities"
-    parser = subparsers.add_parser(
-        "eval",
-        help=text,
-        description=text,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = add_command(subparsers, "eval", text, EXAMPLES)
     parser.add_argument("--task", choices=TASKS, required=True, help="benchmark protocol")
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -91,9 +92,7 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="model's cap per image (default: LVIS 300, others 100)",
     )
     parser.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
-    parser.add_argument(
-        "--device", default="auto", help="cpu, cuda, cuda:1 ... (default: GPU when available)"
-    )
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--backend",
         choices=("pycocotools", "faster-coco-eval"),
@@ -120,6 +119,7 @@ def add_eval_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="directory of mask_head.safetensors + mask_head.json (default: the --model directory)",
     )
+    parser.set_defaults(run=run_eval)
     return parser
 
 
@@ -138,6 +138,8 @@ def _is_suite(path: Path) -> bool:
 
 
 def _one(values: list[str] | None, flag: str, task: str) -> str | None:
+    from glip.eval.common import EvalError
+
     if values is None:
         return None
     if len(values) != 1:
@@ -168,30 +170,10 @@ def _print_result(result: EvalResult, out: Path) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Run ``glip eval``. Returns 0, or 2 for bad input (the message names the file and record)."""
-    from glip.images import ImageError
-    from glip.text.tokenizer import PromptError
-    from glip.weights.loading import CheckpointError
-
-    try:
-        return _run(args)
-    except (
-        EvalError,
-        PromptError,
-        ImageError,
-        CheckpointError,
-        FileNotFoundError,
-        ImportError,
-        ValueError,
-    ) as exc:
-        if getattr(args, "verbose", False):
-            raise
-        print(f"glip eval: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _run(args: argparse.Namespace) -> int:
+    """Run ``glip eval``: 0 when done. Bad input raises (``EvalError`` naming the file and record)."""
     from glip.engine.distributed import cleanup, init_distributed
+    from glip.eval.common import EvalError, rank_info
+    from glip.runtime import resolve_device
 
     task = args.task
     suite_only = task == "odinw" and len(args.ann) == 1 and _is_suite(Path(args.ann[0]))
@@ -212,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     for ann in anns:
         if not ann.is_file():
             raise EvalError(f"annotation file not found: {ann}")
-    device = default_device() if args.device == "auto" else args.device
+    device = str(resolve_device(args.device))  # cuda:LOCAL_RANK under torchrun
     started = init_distributed(device) if args.predictions is None else None
     try:
         if args.predictions is not None:
@@ -232,9 +214,9 @@ def _resolver(args: argparse.Namespace, device: str) -> Any:
     from glip.eval.inference import LazyModel
 
     def resolve(name: str) -> Any:
-        from glip.cli import _resolve_model
+        from glip.weights.resolve import resolve_model
 
-        return LazyModel(lambda: _resolve_model(name, args.config, device), name)
+        return LazyModel(lambda: resolve_model(name, args.config, device), name)
 
     return resolve
 
@@ -242,6 +224,7 @@ def _resolver(args: argparse.Namespace, device: str) -> Any:
 def _evaluate_model(
     args: argparse.Namespace, task: str, anns: list[Path], out: Path, device: str
 ) -> EvalResult:
+    from glip.eval.common import EvalError
     from glip.eval.options import EvalOptions
 
     resolve = _resolver(args, device)
@@ -311,6 +294,7 @@ def _evaluate_model(
 
 
 def _score_files(args: argparse.Namespace, task: str, anns: list[Path], out: Path) -> EvalResult:
+    from glip.eval.common import EvalError, EvalResult
     from glip.eval.odinw import evaluate_odinw, load_suite, score_detection_file
     from glip.eval.options import EvalOptions
 

@@ -1,4 +1,7 @@
-"""Periodic evaluation during training (the ``eval_fn`` hook of :func:`glip.engine.train.fit`)."""
+"""Periodic evaluation during training: hooks for the ``eval_fn`` argument of :func:`glip.engine.train.fit`.
+
+The engine imports no evaluation code; the caller (the ``glip train`` command) builds the hook and passes it.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,26 @@
+"""What the subcommand modules share: adding a subcommand with its examples, the ``--device`` flag."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+DEVICE_HELP = "auto (CUDA when available; cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:N (default auto)"
+
+
+def add_command(subparsers: Any, name: str, help_text: str, examples: str) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` to ``subparsers`` (from ``ArgumentParser.add_subparsers``) with its
+    help text and an ``examples:`` epilog shown verbatim."""
+    return subparsers.add_parser(
+        name,
+        help=help_text,
+        description=help_text,
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device`` (default ``auto``), resolved by :func:`glip.runtime.resolve_device` when the command
+    runs: a bad name is one message and exit code 2."""
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)

@@ -1,0 +1,105 @@
+"""The ``glip`` parser, dispatch, and the one place library errors become a message and an exit code.
+
+Exit codes: 0 success; 1 finished but some inputs were bad (reported and skipped); 2 nothing done
+(bad arguments, device, model, prompt or data file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from glip.cli import convert, detect, models, pseudo_label, synth, train
+from glip.cli import eval as eval_cli
+
+# subcommand -> its help epilog (every one starts with "examples:")
+EXAMPLES = {
+    "detect": detect.DETECT_EXAMPLES,
+    "demo": detect.DEMO_EXAMPLES,
+    "convert": convert.EXAMPLES,
+    "train": train.EXAMPLES,
+    "models": models.EXAMPLES,
+    "pseudo-label": pseudo_label.EXAMPLES,
+    "score-pseudo": pseudo_label.SCORE_EXAMPLES,
+    "eval": eval_cli.EXAMPLES,
+    "synth": synth.EXAMPLES,
+}
+
+
+def version() -> str:
+    """The installed distribution's version, or the package's ``__version__`` when not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("glip")
+    except PackageNotFoundError:
+        import glip
+
+        return glip.__version__
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looks the version up only when asked (importlib.metadata costs ~0.1 s at start)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        print(f"glip {version()}")
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``glip`` parser; each subcommand's ``run`` function is in ``args.run``."""
+    parser = argparse.ArgumentParser(
+        prog="glip", description="GLIP: open-vocabulary detection and phrase grounding"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (and full tracebacks)")
+    parser.add_argument("--version", action=_VersionAction)
+    sub = parser.add_subparsers(dest="command", required=True)
+    detect.add_parser(sub)
+    detect.add_demo_parser(sub)
+    convert.add_parser(sub)
+    train.add_parser(sub)
+    models.add_parser(sub)
+    pseudo_label.add_parser(sub)
+    pseudo_label.add_score_parser(sub)
+    eval_cli.add_parser(sub)
+    synth.add_parser(sub)
+    return parser
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors that mean bad input (reported as one line), not a bug (a traceback).
+
+    ``ValueError`` covers the library's input errors (PromptError, ImageError, DataError, EvalError,
+    a bad device or override ...). A :class:`CheckpointError` can only have been raised when its module
+    was imported, so it is looked up in ``sys.modules`` (the check itself imports no torch).
+    """
+    if isinstance(exc, OSError | ValueError | ImportError):
+        return True
+    loading = sys.modules.get("glip.weights.loading")
+    return loading is not None and isinstance(exc, loading.CheckpointError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``glip ARGV``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    try:
+        return args.run(args)
+    except Exception as exc:
+        # DataError is a ValueError: a bad training file ends here with its file and record named
+        if args.verbose or not _is_user_error(exc):
+            raise
+        print(f"glip {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
