@@ -24,7 +24,7 @@ def browser():
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(flag)
-    options.add_argument("--window-size=1200,900")
+    options.add_argument("--window-size=1200,1100")
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     yield driver
     driver.quit()
@@ -38,7 +38,7 @@ def test_page_draws_the_detections(browser, demo_server, tmp_path):
     wait = WebDriverWait(browser, 60)
     # the classes hint of GET /models is pre-filled
     wait.until(lambda d: "purple star" in d.find_element(By.ID, "classes").get_property("value"))
-    browser.find_element(By.ID, "image").send_keys(str(DEMO_EXAMPLES_DIR / "test_000000.png"))
+    browser.find_element(By.ID, "image").send_keys(str(DEMO_EXAMPLES_DIR / "test_000002.png"))
     wait.until(lambda d: "press Detect" in d.find_element(By.ID, "status").text)
     browser.find_element(By.ID, "detect").click()
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
