@@ -201,6 +201,10 @@ class Batcher:
             try:
                 for group in groups.values():
                     await self._answer(group)
+            except Exception as exc:  # noqa: BLE001 - a bug here must fail these requests, not the worker
+                logger.exception("the batch worker failed on a batch of %d", len(batch))
+                for pending in batch:
+                    self._settle(pending, exc)
             finally:
                 self.stats.busy_seconds += time.perf_counter() - started
                 self.running = 0
