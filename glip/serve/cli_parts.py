@@ -104,4 +104,6 @@ def run_serve(args: argparse.Namespace) -> int:
     except ServerStartError as exc:
         print(f"glip serve: {exc}")
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down gracefully and re-raised it
+        print("glip serve: stopped")
     return 0
