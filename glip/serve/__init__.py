@@ -1,0 +1,14 @@
+"""``glip serve``: an HTTP server around one :class:`~glip.predictor.GLIPPredictor`.
+
+* :mod:`glip.serve.batcher`: a bounded queue + one worker that batches concurrent requests.
+* :mod:`glip.serve.app`: the FastAPI app (``create_app``): endpoints, request checks, the web page.
+* :mod:`glip.serve.server`: running the app with uvicorn, in the foreground or in a background thread.
+* :mod:`glip.serve.cli_parts`: the ``glip serve`` arguments and runner.
+
+Needs the ``serve`` extra: ``pip install "glip[serve]"``.
+"""
+
+from glip.serve.app import ServeLimits, create_app
+from glip.serve.batcher import Batcher, BatcherStats, DetectRequest, QueueFullError
+
+__all__ = ["Batcher", "BatcherStats", "DetectRequest", "QueueFullError", "ServeLimits", "create_app"]
