@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from glip.cli import convert, detect, models, pseudo_label, synth, train
+from glip.cli import convert, detect, models, pseudo_label, serve, synth, train
 from glip.cli import eval as eval_cli
 
 # subcommand -> its help epilog (every one starts with "examples:")
@@ -25,6 +25,7 @@ EXAMPLES = {
     "score-pseudo": pseudo_label.SCORE_EXAMPLES,
     "eval": eval_cli.EXAMPLES,
     "synth": synth.EXAMPLES,
+    "serve": serve.SERVE_EXAMPLES,
 }
 
 
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo_label.add_score_parser(sub)
     eval_cli.add_parser(sub)
     synth.add_parser(sub)
+    serve.add_parser(sub)
     return parser
 
 

@@ -3,7 +3,7 @@
 * :mod:`glip.serve.batcher`: a bounded queue + one worker that batches concurrent requests.
 * :mod:`glip.serve.app`: the FastAPI app (``create_app``): endpoints, request checks, the web page.
 * :mod:`glip.serve.server`: running the app with uvicorn, in the foreground or in a background thread.
-* :mod:`glip.serve.cli_parts`: the ``glip serve`` arguments and runner.
+* the ``glip serve`` command itself is :mod:`glip.cli.serve`.
 
 Needs the ``serve`` extra: ``pip install "glip[serve]"``.
 """

@@ -24,13 +24,16 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, UnidentifiedImageError
 
 from glip.images import ImageError, load_image
 from glip.serve.batcher import Batcher, DetectRequest, QueueFullError
 from glip.text.tokenizer import PromptError
+
+if TYPE_CHECKING:
+    from glip.predictor import GLIPPredictor
 
 logger = logging.getLogger(__name__)
 
@@ -289,3 +292,27 @@ def create_app(
         return unsupported("caption")
 
     return app
+
+
+def load_served_predictor(
+    model: str, config: str | None, device: str, precision: str
+) -> "tuple[GLIPPredictor, str, list[str] | None]":
+    """``'demo'`` -> the bundled demo model (with its classes as the hint); anything else -> load_model."""
+    from glip.predictor import GLIPPredictor
+    from glip.runtime import resolve_device
+    from glip.weights.loading import load_model, resolve_config
+
+    resolved = resolve_device(device)
+    if model == "demo":
+        from glip.weights.demo import DEMO_MODEL_DIR, DEMO_PROMPT
+
+        predictor = GLIPPredictor.from_pretrained(
+            str(DEMO_MODEL_DIR), device=str(resolved), precision=precision
+        )
+        return predictor, "demo", DEMO_PROMPT.split(",")
+    if config is None:
+        predictor = GLIPPredictor.from_pretrained(model, device=str(resolved), precision=precision)
+    else:
+        loaded = load_model(model, config=resolve_config(config), device=str(resolved))
+        predictor = GLIPPredictor(loaded, device=resolved, precision=precision)
+    return predictor, model, None

@@ -1,10 +1,10 @@
-"""glip.serve.cli_parts: the `glip serve` arguments and the runner's early exits."""
+"""glip.cli.serve: the `glip serve` arguments and the runner's early exits."""
 
 from __future__ import annotations
 
 import argparse
 
-from glip.serve.cli_parts import add_serve_arguments, run_serve
+from glip.cli.serve import add_serve_arguments, run_serve
 from glip.serve.server import bind_socket
 
 

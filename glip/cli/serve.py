@@ -1,21 +1,14 @@
-"""The ``glip serve`` sub-command: ``add_serve_arguments(parser)`` fills its argparse parser and
-``run_serve(args) -> int`` loads the model once and serves it until Ctrl-C (exit code 0; 2 when the
-model or the port cannot be used). Wired into ``glip/cli.py`` as::
-
-    serve = sub.add_parser("serve", help="HTTP server: POST /detect, a web page at /")
-    add_serve_arguments(serve)
-    ...
-    "serve": run_serve,
-"""
+"""``glip serve``: ``add_parser(subparsers)`` adds the command; ``run_serve(args) -> int`` loads the model
+once (:func:`glip.serve.app.load_served_predictor`) and serves it until Ctrl-C (exit code 0; 2 when the model
+or the port cannot be used)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from glip.predictor import GLIPPredictor
+from glip.cli.common import add_command
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +17,13 @@ SERVE_EXAMPLES = """examples:
   glip serve --model glip_t --device cuda --port 8080 --max-batch 16
   curl -F image=@street.jpg -F classes="person,bicycle" http://127.0.0.1:8000/detect
 """
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser = add_command(subparsers, "serve", "HTTP server: POST /detect, a web page at /", SERVE_EXAMPLES)
+    add_serve_arguments(parser)
+    parser.set_defaults(run=run_serve)
+    return parser
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -48,34 +48,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def load_served_predictor(
-    model: str, config: str | None, device: str, precision: str
-) -> tuple[GLIPPredictor, str, list[str] | None]:
-    """``'demo'`` -> the bundled demo model (with its classes as the hint); anything else -> load_model."""
-    from glip.predictor import GLIPPredictor
-    from glip.runtime import resolve_device
-    from glip.weights.loading import load_model, resolve_config
-
-    resolved = resolve_device(device)
-    if model == "demo":
-        from glip.weights.demo import DEMO_MODEL_DIR, DEMO_PROMPT
-
-        predictor = GLIPPredictor.from_pretrained(
-            str(DEMO_MODEL_DIR), device=str(resolved), precision=precision
-        )
-        return predictor, "demo", DEMO_PROMPT.split(",")
-    if config is None:
-        predictor = GLIPPredictor.from_pretrained(model, device=str(resolved), precision=precision)
-    else:
-        loaded = load_model(model, config=resolve_config(config), device=str(resolved))
-        predictor = GLIPPredictor(loaded, device=resolved, precision=precision)
-    return predictor, model, None
-
-
 def run_serve(args: argparse.Namespace) -> int:
     """Load the model once, then serve it until interrupted."""
     try:
-        from glip.serve.app import MB, create_app
+        from glip.serve.app import MB, create_app, load_served_predictor
         from glip.serve.server import ServerStartError, bind_socket, run_server
     except ImportError as exc:
         print(f"glip serve: {exc}")
