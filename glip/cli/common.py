@@ -11,13 +11,18 @@ DEVICE_HELP = "auto (CUDA when available; cuda:LOCAL_RANK under torchrun), cpu, 
 def add_command(subparsers: Any, name: str, help_text: str, examples: str) -> argparse.ArgumentParser:
     """Add subcommand ``name`` to ``subparsers`` (from ``ArgumentParser.add_subparsers``) with its
     help text and an ``examples:`` epilog shown verbatim."""
-    return subparsers.add_parser(
+    parser = subparsers.add_parser(
         name,
         help=help_text,
         description=help_text,
         epilog=examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # -v after the subcommand too (glip detect ... -v); SUPPRESS keeps a -v given before it
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging and tracebacks"
+    )
+    return parser
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:

@@ -87,12 +87,23 @@ def _is_user_error(exc: BaseException) -> bool:
     return loading is not None and isinstance(exc, loading.CheckpointError)
 
 
+def configure_logging(verbose: bool) -> None:
+    """Messages of glip's own loggers (``glip.*``) to stderr; the root logger and other libraries' loggers
+    are left as they are (configuring the root logger would print their messages twice)."""
+    logger = logging.getLogger("glip")
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not any(getattr(h, "_glip_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handler._glip_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``glip ARGV``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
-    )
+    configure_logging(args.verbose)
     try:
         return args.run(args)
     except Exception as exc:

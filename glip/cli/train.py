@@ -51,6 +51,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an --out folder that holds one (its checkpoint, model and logs are replaced)",
+    )
+    train.add_argument(
         "--on-error", choices=("skip", "raise"), default="skip", help="bad records: skip or stop"
     )
     add_device_argument(train)
@@ -73,6 +78,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return train
 
 
+RUN_FILES = ("last.pt", "metrics.jsonl", "metrics.csv", "train_config.json", "criterion_config.json", "model")
+
+
+def check_out_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an existing one (it would overwrite ``last.pt`` / ``model/`` and append
+    a second run to ``metrics.jsonl``) unless ``--resume`` or ``--overwrite``; with ``--overwrite`` the old
+    logs are removed so the new run's log starts clean."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not found or resume:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"{out} already holds a training run ({', '.join(found)}): pass --resume to continue it, "
+            "--overwrite to start over in it, or another --out"
+        )
+    for name in ("metrics.jsonl", "metrics.csv"):
+        (out / name).unlink(missing_ok=True)
+
+
 def run_train(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -88,6 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
     from glip.weights.loading import load_model
 
     resolve_device(args.device)  # a bad --device: one message before any data is read
+    check_out_dir(Path(args.out), resume=args.resume, overwrite=args.overwrite)
     train_overrides, loss_overrides, model_overrides = parse_train_overrides(args.set)
     criterion = Criterion(CriterionConfig(**loss_overrides))
     if args.init:

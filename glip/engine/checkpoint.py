@@ -24,7 +24,7 @@ import torch
 LAST = "last.pt"
 
 
-class CheckpointLoadError(RuntimeError):
+class CheckpointLoadError(ValueError):
     """A training checkpoint that cannot be resumed from; the message says why and what to do."""
 
 

@@ -125,3 +125,28 @@ def test_train_cli_loss_settings_go_to_the_criterion(tmp_path):
     assert criterion["inter_loss_weight"] == 0.5 and criterion["mlm_loss_weight"] == 0.1
     assert "inter_loss_weight" not in json.loads((out / "train_config.json").read_text())
     assert sorted(load_model(out / "model").v2_heads) == ["inter", "mlm"]
+
+
+def test_train_refuses_an_existing_run_without_resume_or_overwrite(tmp_path, capsys):
+    ann = write_toy_coco(tmp_path / "data", 2, size=96)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 2}\n')
+    args = ["train", "--preset", "tiny_random", "--train-ann", str(ann)]
+    args += ["--train-images", str(tmp_path / "data" / "images"), "--out", str(out), "--max-steps", "1"]
+    args += ["--batch-size", "2", "--set", "ckpt_every=0", "progress=False"]
+    args += ["input.train_min_sizes=(96,)", "input.train_max_size=128"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already holds a training run (metrics.jsonl)" in err and "--overwrite" in err
+    assert (out / "metrics.jsonl").read_text() == '{"step": 2}\n'  # untouched
+    assert main([*args, "--overwrite"]) == 0
+    assert not (out / "metrics.jsonl").read_text().startswith('{"step": 2}')  # the old log is gone
+
+
+def test_verbose_after_the_subcommand(capsys):
+    from glip.cli.main import build_parser
+
+    assert build_parser().parse_args(["models", "-v"]).verbose is True
+    assert build_parser().parse_args(["-v", "models"]).verbose is True
+    assert build_parser().parse_args(["models"]).verbose is False
