@@ -38,7 +38,7 @@ def run_arm(
     args: argparse.Namespace, seed: int, inter_weight: float, train_ann: Path, test_ann: Path, work: Path
 ) -> dict:
     from glip.config import get_preset
-    from glip.data.datasets import CocoGroundingDataset
+    from glip.data.coco import CocoGroundingDataset
     from glip.data.transforms import TrainTransform
     from glip.engine.train import TrainConfig, fit
     from glip.eval.coco import evaluate_coco

@@ -6,7 +6,8 @@ import json
 
 import torch
 
-from glip.data.datasets import CocoGroundingDataset, MDETRDataset
+from glip.data.coco import CocoGroundingDataset
+from glip.data.mdetr import MDETRDataset
 from glip.data.toy import write_toy_coco
 from glip.data.transforms import TrainTransform
 from glip.text.tokenizer import get_tokenizer
