@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--categories", default=DEFAULT_CATEGORIES)
     args = parser.parse_args()
 
-    from glip.data.synthetic import generate
+    from glip.data.synthetic.writers import generate
 
     started = time.perf_counter()
     work = Path(args.work) / f"{args.size}px_{args.train_images}_{args.test_images}"

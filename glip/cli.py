@@ -165,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
     pseudo.add_argument("--resume", action="store_true", help="continue a killed run in OUT.parts/")
     pseudo.add_argument("--merge", action="store_true", help="only merge finished shards into OUT")
     pseudo.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda")
-    from glip.data.synthetic import add_synth_parser
+    from glip.cli_synth_tmp import add_synth_parser
     from glip.eval.cli import add_eval_parser
 
     add_eval_parser(sub)
@@ -504,7 +504,7 @@ def run_models(_args: argparse.Namespace) -> int:
 
 
 def _run_synth(args: argparse.Namespace) -> int:
-    from glip.data.synthetic import run_synth
+    from glip.cli_synth_tmp import run_synth
 
     return run_synth(args)
 

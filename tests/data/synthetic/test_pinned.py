@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from glip.data.synthetic import generate, make_scene
-from glip.data.synthetic_vl import SyntheticVL, canonical_caption, scene_questions
+from glip.data.synthetic.scene import make_scene
+from glip.data.synthetic.vl import SyntheticVL, canonical_caption, scene_questions
+from glip.data.synthetic.writers import generate
 
 #: (split, num_images, seed, size, random_aspect, masks) -> {file: sha256}
 WORLDS = {
