@@ -90,7 +90,7 @@ def main() -> None:
     import torch
 
     from glip.config import get_preset
-    from glip.data.synthetic import generate
+    from glip.data.synthetic.writers import generate
     from glip.models.glip import build_model
     from glip.weights.loading import save_model
 

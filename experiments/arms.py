@@ -28,7 +28,7 @@ DEMO_FROZEN_STAGES = 2
 
 def world(split: str, num_images: int, seed: int) -> Path:
     """The synthetic world ``glip synth --split SPLIT --num-images N --seed S``, generated once and cached."""
-    from glip.data.synthetic import generate
+    from glip.data.synthetic.writers import generate
 
     folder = WORLDS / f"{split}_seed{seed}_n{num_images}"
     if not (folder / "README.txt").exists():

@@ -83,7 +83,7 @@ def main() -> None:
     from glip.config import get_preset
     from glip.data.build import build_dataset
     from glip.data.mixed import MixedDataset
-    from glip.data.synthetic import generate
+    from glip.data.synthetic.writers import generate
     from glip.data.transforms import TrainTransform
     from glip.engine.train import TrainConfig, fit
     from glip.eval.coco import evaluate_coco

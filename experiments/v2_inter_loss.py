@@ -38,7 +38,7 @@ def run_arm(
     args: argparse.Namespace, seed: int, inter_weight: float, train_ann: Path, test_ann: Path, work: Path
 ) -> dict:
     from glip.config import get_preset
-    from glip.data.datasets import CocoGroundingDataset
+    from glip.data.coco import CocoGroundingDataset
     from glip.data.transforms import TrainTransform
     from glip.engine.train import TrainConfig, fit
     from glip.eval.coco import evaluate_coco
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--categories", default=DEFAULT_CATEGORIES)
     args = parser.parse_args()
 
-    from glip.data.synthetic import generate
+    from glip.data.synthetic.writers import generate
 
     started = time.perf_counter()
     work = Path(args.work) / f"{args.size}px_{args.train_images}_{args.test_images}"

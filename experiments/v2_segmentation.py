@@ -125,7 +125,7 @@ def main() -> None:
 
     from glip.config import InputConfig, get_preset
     from glip.data import CocoGroundingDataset, TrainTransform
-    from glip.data.synthetic import generate
+    from glip.data.synthetic.writers import generate
     from glip.engine.train import TrainConfig, fit
     from glip.eval.coco import evaluate_coco
     from glip.eval.options import EvalOptions

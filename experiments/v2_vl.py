@@ -1,5 +1,5 @@
 """GLIPv2 VL understanding in miniature: grounded VQA, grounded captioning, and detection with vs without
-joint VL training at equal steps, on the synthetic world (``glip.data.synthetic_vl``).
+joint VL training at equal steps, on the synthetic world (``glip.data.synthetic.vl``).
 
     OMP_NUM_THREADS=1 python experiments/v2_vl.py            # ~15 min on one (shared) CPU thread
     python experiments/v2_vl.py --steps 20 --train-images 40 --val-images 10   # smoke run
@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from glip.config import get_preset
-from glip.data.synthetic_vl import ANSWERS, SyntheticVL
+from glip.data.synthetic.vl import ANSWERS, SyntheticVL
 from glip.data.types import collate
 from glip.eval.coco import score_coco
 from glip.models.glip import build_model

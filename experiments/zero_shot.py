@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "zero_shot.json"))
     args = parser.parse_args()
 
-    from glip.data.synthetic import generate
+    from glip.data.synthetic.writers import generate
     from glip.eval.coco import evaluate_coco
     from glip.eval.options import EvalOptions
     from glip.weights.loading import load_model

@@ -9,8 +9,7 @@ import argparse
 import sys
 from typing import Any
 
-# the vocabulary splits of glip.data.synthetic (SPLITS), here so that `glip --help` imports no numpy / PIL
-SPLITS = ("train", "test", "synonyms", "task_A", "task_B")
+from glip.data.synthetic.vocabulary import SPLITS  # stdlib only: `glip --help` imports no numpy / PIL / torch
 
 EXAMPLES = """examples:
   glip synth --out synth/train --num-images 5000 --seed 0                 # seen + rare concepts
@@ -56,7 +55,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """``glip synth``: 0 on success, 2 on bad arguments or a non-empty output directory."""
-    from glip.data.synthetic import generate
+    from glip.data.synthetic.writers import generate
 
     try:
         result = generate(

@@ -1,43 +1,55 @@
 """Training data for GLIP: detection and grounding datasets -> :class:`Sample` -> :func:`collate` -> :class:`Batch`.
 
+One format per module: :mod:`glip.data.coco` (COCO detection as grounding), :mod:`glip.data.mdetr` (MDETR /
+GoldG / Flickr grounding JSON), :mod:`glip.data.odvg` (ODVG JSONL), :mod:`glip.data.caption_only` (image +
+caption JSONL), over :mod:`glip.data.base` (:class:`GroundingDataset`) and :mod:`glip.data.reading`.
+:mod:`glip.data.synthetic` is the synthetic grounding world.
+
 See ``docs/data.md`` for the accepted formats, how prompts are built from detection data, flips, the
-bad-data policy and the few-shot protocol.
+bad-data policy and the few-shot protocol. The names below are loaded from their module on first access, so
+that ``import glip.data.synthetic.vocabulary`` stays light.
 """
 
-from glip.data.captions import swap_left_right
-from glip.data.datasets import (
-    CaptionDataset,
-    CocoGroundingDataset,
-    GroundingDataset,
-    MDETRDataset,
-    ODVGDataset,
-    read_image,
-)
-from glip.data.few_shot import few_shot_dataset, few_shot_subset
-from glip.data.mixed import MixedDataset
-from glip.data.od_prompt import ODPrompt, build_od_prompt
-from glip.data.transforms import EvalTransform, TrainTransform
-from glip.data.types import Batch, DataError, GroundingRecord, Sample, collate, make_sample
+from __future__ import annotations
 
-__all__ = [
-    "Batch",
-    "CaptionDataset",
-    "CocoGroundingDataset",
-    "DataError",
-    "EvalTransform",
-    "GroundingDataset",
-    "GroundingRecord",
-    "MDETRDataset",
-    "MixedDataset",
-    "ODPrompt",
-    "ODVGDataset",
-    "Sample",
-    "TrainTransform",
-    "build_od_prompt",
-    "collate",
-    "few_shot_dataset",
-    "few_shot_subset",
-    "make_sample",
-    "read_image",
-    "swap_left_right",
-]
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it (loaded lazily)
+_EXPORTS: dict[str, str] = {
+    "Batch": "types",
+    "CaptionDataset": "caption_only",
+    "CocoGroundingDataset": "coco",
+    "DataError": "types",
+    "EvalTransform": "transforms",
+    "GroundingDataset": "base",
+    "GroundingRecord": "types",
+    "MDETRDataset": "mdetr",
+    "MixedDataset": "mixed",
+    "ODPrompt": "od_prompt",
+    "ODVGDataset": "odvg",
+    "Sample": "types",
+    "TrainTransform": "transforms",
+    "build_od_prompt": "od_prompt",
+    "collate": "types",
+    "few_shot_dataset": "few_shot",
+    "few_shot_subset": "few_shot",
+    "make_sample": "types",
+    "read_image": "reading",
+    "swap_left_right": "captions",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

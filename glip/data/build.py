@@ -13,9 +13,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from glip.data.datasets import CaptionDataset, CocoGroundingDataset, MDETRDataset, ODVGDataset
+from glip.data.caption_only import CaptionDataset
+from glip.data.coco import CocoGroundingDataset
 from glip.data.few_shot import few_shot_subset
+from glip.data.mdetr import MDETRDataset
 from glip.data.mixed import MixedDataset
+from glip.data.odvg import ODVGDataset
 from glip.data.types import DataError
 
 
@@ -64,7 +67,7 @@ def build_dataset(
     """The dataset for one annotation file (see the module docstring). ``shots`` > 0: k-shot COCO subset.
 
     ``prompt_options``: how COCO detection annotations become prompts, passed to
-    :class:`~glip.data.datasets.CocoGroundingDataset` (``num_negatives``, ``shuffle_classes``, ``separator``).
+    :class:`~glip.data.coco.CocoGroundingDataset` (``num_negatives``, ``shuffle_classes``, ``separator``).
     """
     kind = detect_format(ann_file)
     if shots and kind != "coco":

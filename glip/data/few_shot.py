@@ -16,14 +16,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from glip.data.datasets import CocoGroundingDataset, load_json
+from glip.data.coco import CocoGroundingDataset
+from glip.data.reading import id_sort_key, load_json
 from glip.data.types import DataError
 
 __all__ = ["few_shot_dataset", "few_shot_subset"]
-
-
-def _sort_key(value: Any) -> tuple[int, Any]:
-    return (0, value) if isinstance(value, int) and not isinstance(value, bool) else (1, str(value))
 
 
 def few_shot_subset(coco: Mapping[str, Any], shots: int, seed: int = 0) -> dict[str, Any]:
@@ -61,7 +58,7 @@ def few_shot_subset(coco: Mapping[str, Any], shots: int, seed: int = 0) -> dict[
         if isinstance(bbox, list | tuple) and len(bbox) == 4 and bbox[2] > 1 and bbox[3] > 1:
             valid.add(image_id)
 
-    order = sorted((i for i in set(image_ids) if i in valid), key=_sort_key)
+    order = sorted((i for i in set(image_ids) if i in valid), key=id_sort_key)
     if seed != 0:
         random.Random(seed).shuffle(order)
     quota = {cid: shots for cid in categories}

@@ -23,13 +23,15 @@ __all__ = [
     "decode_segmentation",
     "encode_rle",
     "flip_masks",
+    "pycocotools_mask",
     "resize_masks",
     "segmentation_problem",
     "stack_masks",
 ]
 
 
-def _mask_api() -> Any:
+def pycocotools_mask() -> Any:
+    """``pycocotools.mask``; ImportError saying how to install it when it is missing."""
     try:
         from pycocotools import mask as mask_api
     except ImportError:
@@ -44,7 +46,7 @@ def encode_rle(mask: np.ndarray | torch.Tensor) -> dict[str, Any]:
     array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if array.ndim != 2:
         raise ValueError(f"encode_rle expects one (H, W) mask, got shape {tuple(array.shape)}")
-    rle = _mask_api().encode(np.asfortranarray(array.astype(np.uint8)))
+    rle = pycocotools_mask().encode(np.asfortranarray(array.astype(np.uint8)))
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
@@ -95,7 +97,7 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     problem = segmentation_problem(segmentation)
     if problem:
         raise ValueError(problem)
-    mask_api = _mask_api()
+    mask_api = pycocotools_mask()
     if isinstance(segmentation, dict):
         if [int(v) for v in segmentation["size"]] != [int(height), int(width)]:
             raise ValueError(

@@ -205,7 +205,7 @@ def _parse_pair(line: str) -> tuple[str, str]:
 
 def _read_stored_pixels(path: Path) -> Image.Image:
     """The image in its stored pixel grid (EXIF orientation ignored, as ``glip train`` reads ODVG images)."""
-    from glip.data.datasets import read_image
+    from glip.data.reading import read_image
 
     return read_image(path, exif_transpose=False)
 

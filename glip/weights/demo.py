@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glip.data.synthetic import SEEN_COLOURS, SEEN_SHAPES
+from glip.data.synthetic.vocabulary import SEEN_COLOURS, SEEN_SHAPES
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_MODEL_DIR = ASSETS / "demo_model"
 DEMO_EXAMPLES_DIR = ASSETS / "examples"
-# every seen concept of the synthetic world (glip/data/synthetic.py: SEEN_COLOURS x SEEN_SHAPES, 30 names): the
-# model picks among the prompt's names, so a partial list would name e.g. a purple star "purple cross"
+# every seen concept of the synthetic world (glip/data/synthetic/vocabulary.py: SEEN_COLOURS x SEEN_SHAPES,
+# 30 names): the model picks among the prompt's names, so a partial list would name e.g. a purple star
+# "purple cross"
 DEMO_PROMPT = ",".join(f"{colour} {shape}" for colour in SEEN_COLOURS for shape in SEEN_SHAPES)
 
 

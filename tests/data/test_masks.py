@@ -17,7 +17,6 @@ from PIL import Image
 pytest.importorskip("pycocotools")
 
 from glip.data import CocoGroundingDataset, EvalTransform, TrainTransform  # noqa: E402
-from glip.data import synthetic as S  # noqa: E402
 from glip.data.masks import (  # noqa: E402
     decode_segmentation,
     encode_rle,
@@ -25,6 +24,10 @@ from glip.data.masks import (  # noqa: E402
     resize_masks,
     segmentation_problem,
 )
+from glip.data.synthetic.geometry import object_mask  # noqa: E402
+from glip.data.synthetic.painting import object_palette  # noqa: E402
+from glip.data.synthetic.scene import make_scene  # noqa: E402
+from glip.data.synthetic.writers import coco_box, generate  # noqa: E402
 from glip.data.types import DataError, GroundingRecord  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -186,7 +189,7 @@ def test_bad_segmentation_is_a_bad_record(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def synth_masks(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth_masks")
-    S.generate(out, 6, seed=5, size=96, split="train", random_aspect=True, masks=True)
+    generate(out, 6, seed=5, size=96, split="train", random_aspect=True, masks=True)
     return out
 
 
@@ -197,7 +200,7 @@ def test_synthetic_masks_are_the_drawn_pixels(synth_masks: Path) -> None:
         by_image.setdefault(ann["image_id"], []).append(ann)
     checked = 0
     for image in data["images"]:
-        scene = S.make_scene(5, "train", image["id"] - 1, 96, True)
+        scene = make_scene(5, "train", image["id"] - 1, 96, True)
         pixels = np.asarray(Image.open(synth_masks / "images" / image["file_name"]).convert("RGB"))
         targets = [o for o in scene.objects if o.role == "target"]
         for ann in by_image.get(image["id"], []):
@@ -206,17 +209,17 @@ def test_synthetic_masks_are_the_drawn_pixels(synth_masks: Path) -> None:
             ys, xs = np.nonzero(mask)
             assert len(xs) >= 0.5 * ann["area"]  # at least half of every object stays visible
             assert xs.min() >= x and xs.max() <= x + w - 1 and ys.min() >= y and ys.max() <= y + h - 1
-            obj = next(o for o in targets if S._coco_box(o.box) == ann["bbox"])
-            palette = np.asarray(S.object_palette(obj), dtype=np.uint8)
+            obj = next(o for o in targets if coco_box(o.box) == ann["bbox"])
+            palette = np.asarray(object_palette(obj), dtype=np.uint8)
             assert (pixels[mask][:, None, :] == palette[None]).all(-1).any(-1).all()  # only its colours
-            own = S.object_mask(obj, image["width"], image["height"])
+            own = object_mask(obj, image["width"], image["height"])
             assert not (mask & ~own).any()  # inside its own silhouette
             checked += 1
     assert checked >= 6
 
 
 def test_masks_flag_changes_nothing_else(synth_masks: Path, tmp_path: Path) -> None:
-    S.generate(tmp_path, 6, seed=5, size=96, split="train", random_aspect=True)
+    generate(tmp_path, 6, seed=5, size=96, split="train", random_aspect=True)
     same = [
         "detection.odvg.jsonl",
         "label_map.json",
@@ -251,7 +254,7 @@ def test_masks_flag_keeps_old_bytes(tmp_path: Path) -> None:
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     module.generate(tmp_path / "old", 4, seed=2, size=80, split="synonyms", random_aspect=True)
-    S.generate(tmp_path / "new", 4, seed=2, size=80, split="synonyms", random_aspect=True)
+    generate(tmp_path / "new", 4, seed=2, size=80, split="synonyms", random_aspect=True)
     names = sorted(p.relative_to(tmp_path / "old") for p in (tmp_path / "old").rglob("*") if p.is_file())
     assert names
     for name in names:

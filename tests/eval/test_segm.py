@@ -109,7 +109,7 @@ def test_segm_needs_segmentations() -> None:
 
 def test_evaluate_coco_with_masks_and_cli(tmp_path: Path) -> None:
     from glip.config import get_preset
-    from glip.data.synthetic import generate
+    from glip.data.synthetic.writers import generate
     from glip.eval.coco import evaluate_coco
     from glip.eval.options import EvalOptions
     from glip.models.glip import build_model

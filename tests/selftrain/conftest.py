@@ -27,7 +27,7 @@ def small_random_model() -> GLIP:
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
     """6 synthetic scenes (96 px): ``captions.jsonl``, ``captions_gt.json``, ``images/``."""
-    from glip.data.synthetic import generate
+    from glip.data.synthetic.writers import generate
 
     out = tmp_path_factory.mktemp("corpus")
     generate(out, 6, seed=3, size=96, split="train")

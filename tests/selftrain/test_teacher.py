@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from glip.data.datasets import read_image
+from glip.data.reading import read_image
 from glip.selftrain.teacher import Teacher, TeacherConfig
 from glip.text.tokenizer import PromptError
 

@@ -6,7 +6,8 @@ import json
 
 import torch
 
-from glip.data.datasets import CocoGroundingDataset, MDETRDataset
+from glip.data.coco import CocoGroundingDataset
+from glip.data.mdetr import MDETRDataset
 from glip.data.toy import write_toy_coco
 from glip.data.transforms import TrainTransform
 from glip.text.phrases import NO_PHRASE, normalize_phrase, phrase_id, token_phrase_ids

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from glip.data.synthetic_vl import SyntheticVL
+from glip.data.synthetic.vl import SyntheticVL
 from glip.data.toy import deterministic_tiny_random
 from glip.data.types import collate
 from glip.models.glip import build_model

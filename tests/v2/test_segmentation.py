@@ -13,7 +13,7 @@ pytest.importorskip("pycocotools")
 
 from glip.config import get_preset  # noqa: E402
 from glip.data import CocoGroundingDataset, EvalTransform  # noqa: E402
-from glip.data import synthetic as S  # noqa: E402
+from glip.data.synthetic import writers as S  # noqa: E402
 from glip.data.types import collate  # noqa: E402
 from glip.models.glip import build_model  # noqa: E402
 from glip.models.mask_head import (  # noqa: E402

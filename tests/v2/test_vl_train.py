@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from glip.data.synthetic_vl import ANSWERS, SyntheticVL
+from glip.data.synthetic.vl import ANSWERS, SyntheticVL
 from glip.data.toy import deterministic_tiny_random
 from glip.models.glip import build_model
 from glip.v2.captioning import GLIPForCaptioning

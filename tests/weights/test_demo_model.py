@@ -20,7 +20,7 @@ FRESH_SEED = 4242
 
 @pytest.fixture(scope="module")
 def fresh_world(tmp_path_factory):
-    from glip.data.synthetic import generate
+    from glip.data.synthetic.writers import generate
 
     out = tmp_path_factory.mktemp("fresh_world")
     generate(out, num_images=40, seed=FRESH_SEED, split="test")

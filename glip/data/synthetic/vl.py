@@ -1,6 +1,6 @@
 """Synthetic VL-understanding data: questions with answers and captions about the scenes of ``glip synth``.
 
-The scenes are those of :func:`glip.data.synthetic.make_scene` (same seed / split / index -> same image).
+The scenes are those of :func:`glip.data.synthetic.scene.make_scene` (same seed / split / index -> same image).
 On top of each scene this module writes
 
 * **questions** (:func:`scene_questions`, :func:`sample_question`), each with its answer, its entity phrase
@@ -39,15 +39,8 @@ import torch
 from torch.utils.data import Dataset
 
 from glip.config import InputConfig
-from glip.data.synthetic import (
-    PLURALS,
-    RARE_COLOURS,
-    RARE_SHAPES,
-    SEEN_COLOURS,
-    SEEN_SHAPES,
-    Scene,
-    make_scene,
-)
+from glip.data.synthetic.scene import Scene, make_scene
+from glip.data.synthetic.vocabulary import PLURALS, RARE_COLOURS, RARE_SHAPES, SEEN_COLOURS, SEEN_SHAPES
 from glip.data.transforms import apply_transform
 from glip.data.types import GroundingRecord, Sample, make_sample
 from glip.text.prompts import build_class_caption
@@ -121,7 +114,7 @@ def _question(
 
 
 def scene_questions(scene: Scene) -> list[Question]:
-    """Every question :mod:`glip.data.synthetic_vl` asks about ``scene``, in a fixed order."""
+    """Every question :mod:`glip.data.synthetic.vl` asks about ``scene``, in a fixed order."""
     objects = scene.objects
     questions: list[Question] = []
     for shape in SHAPES:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from glip.data.synthetic import PLURALS, make_scene
-from glip.data.synthetic_vl import (
+from glip.data.synthetic.scene import make_scene
+from glip.data.synthetic.vl import (
     ANSWERS,
     SyntheticVL,
     canonical_caption,
@@ -15,6 +15,7 @@ from glip.data.synthetic_vl import (
     sample_question,
     scene_questions,
 )
+from glip.data.synthetic.vocabulary import PLURALS
 from glip.text.tokenizer import get_tokenizer
 
 SIZE = 128

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -14,8 +13,27 @@ import torch
 from PIL import Image
 
 from glip.data import EvalTransform
-from glip.data import synthetic as S
 from glip.data.build import build_dataset, detect_format
+from glip.data.synthetic.geometry import SceneObject, object_mask
+from glip.data.synthetic.painting import object_palette
+from glip.data.synthetic.scene import MIN_VISIBLE, Scene, make_scene
+from glip.data.synthetic.vocabulary import (
+    HELD_OUT_WORDS,
+    NEW_COLOURS,
+    NEW_SHAPES,
+    PLURALS,
+    RARE_COLOURS,
+    RARE_SHAPES,
+    RELATION_WORDS,
+    RGB,
+    SEEN_COLOURS,
+    SEEN_SHAPES,
+    SIZES,
+    SPLITS,
+    SYNONYMS,
+    TEXTURE_WORDS,
+)
+from glip.data.synthetic.writers import generate
 
 NUM = 12
 SEED = 3
@@ -30,7 +48,7 @@ DATA_FILES = (
     "captions.jsonl",
     "captions_gt.json",
 )
-RELATION_OF = {f" {form} ": rel for rel, forms in S.RELATION_WORDS.items() for form in forms}
+RELATION_OF = {f" {form} ": rel for rel, forms in RELATION_WORDS.items() for form in forms}
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +56,9 @@ def worlds(tmp_path_factory) -> dict[str, Path]:
     """One generated directory per split (NUM images, seed SEED)."""
     root = tmp_path_factory.mktemp("synth")
     out = {}
-    for split in S.SPLITS:
+    for split in SPLITS:
         out[split] = root / split
-        S.generate(out[split], NUM, seed=SEED, split=split)
+        generate(out[split], NUM, seed=SEED, split=split)
     return out
 
 
@@ -67,17 +85,17 @@ def _split_of(root: Path) -> str:
 
 def test_same_seed_same_bytes(worlds, tmp_path):
     for split in ("train", "task_B"):
-        S.generate(tmp_path / split, NUM, seed=SEED, split=split)
+        generate(tmp_path / split, NUM, seed=SEED, split=split)
         first, second = _hashes(worlds[split]), _hashes(tmp_path / split)
         assert first == second
         assert len([k for k in first if k.startswith("images/")]) == NUM
-    S.generate(tmp_path / "a1", 3, seed=5, random_aspect=True)
-    S.generate(tmp_path / "a2", 3, seed=5, random_aspect=True)
+    generate(tmp_path / "a1", 3, seed=5, random_aspect=True)
+    generate(tmp_path / "a2", 3, seed=5, random_aspect=True)
     assert _hashes(tmp_path / "a1") == _hashes(tmp_path / "a2")
 
 
 def test_different_seed_different_data(worlds, tmp_path):
-    S.generate(tmp_path / "other", NUM, seed=SEED + 1)
+    generate(tmp_path / "other", NUM, seed=SEED + 1)
     mine, other = _hashes(worlds["train"]), _hashes(tmp_path / "other")
     for name in ("detection.json", "grounding.json", "captions.jsonl", "images/train_000000.png"):
         assert mine[name] != other[name]
@@ -88,7 +106,7 @@ def test_different_seed_different_data(worlds, tmp_path):
 
 
 def test_first_images_do_not_depend_on_the_count(worlds, tmp_path):
-    S.generate(tmp_path / "few", 4, seed=SEED)
+    generate(tmp_path / "few", 4, seed=SEED)
     for i in range(4):
         name = f"images/train_{i:06d}.png"
         assert (tmp_path / "few" / name).read_bytes() == (worlds["train"] / name).read_bytes()
@@ -106,13 +124,13 @@ def test_synonyms_split_draws_the_test_images(worlds):
     assert [a["category_id"] for a in syn["annotations"]] == [a["category_id"] for a in seen["annotations"]]
     for renamed, original in zip(syn["categories"], seen["categories"]):
         colour, shape = renamed["name"].split()
-        assert S.SYNONYMS[colour] + " " + shape == original["name"]
+        assert SYNONYMS[colour] + " " + shape == original["name"]
 
 
 # ------------------------------------------------------------------------------------- boxes / pixels
 
 
-@pytest.mark.parametrize("split", S.SPLITS)
+@pytest.mark.parametrize("split", SPLITS)
 def test_boxes_are_the_tight_boxes_of_the_drawn_pixels(worlds, split):
     root = worlds[split]
     gt = _load(root / "captions_gt.json")
@@ -122,13 +140,13 @@ def test_boxes_are_the_tight_boxes_of_the_drawn_pixels(worlds, split):
     occluded = 0
     for image in gt["images"]:
         index = image["id"] - 1
-        scene = S.make_scene(SEED, split, index, 320)
+        scene = make_scene(SEED, split, index, 320)
         pixels = np.asarray(Image.open(root / "images" / image["file_name"]).convert("RGB"))
         assert pixels.shape == (scene.height, scene.width, 3) == (image["height"], image["width"], 3)
         assert np.array_equal(pixels, np.asarray(scene.image))
         anns = per_image[image["id"]]
         assert len(anns) == len(scene.objects) >= 1
-        masks = [S.object_mask(obj, scene.width, scene.height) for obj in scene.objects]
+        masks = [object_mask(obj, scene.width, scene.height) for obj in scene.objects]
         for k, (obj, mask, ann) in enumerate(zip(scene.objects, masks, anns)):
             ys, xs = np.nonzero(mask)
             x1, y1, x2, y2 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
@@ -141,18 +159,18 @@ def test_boxes_are_the_tight_boxes_of_the_drawn_pixels(worlds, split):
             visible = mask.copy()
             for later in masks[k + 1 :]:
                 visible &= ~later
-            assert visible.sum() >= S.MIN_VISIBLE * mask.sum()
+            assert visible.sum() >= MIN_VISIBLE * mask.sum()
             occluded += int(visible.sum() < mask.sum())
             colours = {tuple(int(v) for v in p) for p in pixels[visible]}
-            assert colours <= set(S.object_palette(obj)), (split, index, k, colours)
-            assert len(colours) == len(S.object_palette(obj))  # textures really show
+            assert colours <= set(object_palette(obj)), (split, index, k, colours)
+            assert len(colours) == len(object_palette(obj))  # textures really show
     if split == "train":
         assert occluded > 0  # overlaps happen (amodal boxes)
 
 
 def test_every_written_box_is_an_object_box(worlds):
     for split, root in worlds.items():
-        scenes = [S.make_scene(SEED, split, i, 320) for i in range(NUM)]
+        scenes = [make_scene(SEED, split, i, 320) for i in range(NUM)]
         legacy = {i + 1: {s for s in (o.box for o in scene.objects)} for i, scene in enumerate(scenes)}
         for name in ("detection.json", "detection_all.json", "detection_seen_names.json", "grounding.json"):
             if (root / name).exists():
@@ -174,13 +192,13 @@ def test_every_written_box_is_an_object_box(worlds):
 # --------------------------------------------------------------------------------------------- spans
 
 
-def _phrase_matches(phrase: str, objs: list[S.SceneObject], split: str) -> list[int]:
+def _phrase_matches(phrase: str, objs: list[SceneObject], split: str) -> list[int]:
     """Objects of the scene that the words of ``phrase`` describe."""
-    words = [S.SYNONYMS.get(w, w) if split == "synonyms" else w for w in phrase.split()]
-    colour = next(w for w in words if w in S.RGB)
-    shape = next(s for s, plural in S.PLURALS.items() if words[-1] in (s, plural))
-    size = next((w for w in words if w in S.SIZES), None)
-    texture = next((t for t, w in S.TEXTURE_WORDS.items() if w in words), None)
+    words = [SYNONYMS.get(w, w) if split == "synonyms" else w for w in phrase.split()]
+    colour = next(w for w in words if w in RGB)
+    shape = next(s for s, plural in PLURALS.items() if words[-1] in (s, plural))
+    size = next((w for w in words if w in SIZES), None)
+    texture = next((t for t, w in TEXTURE_WORDS.items() if w in words), None)
     return [
         i
         for i, o in enumerate(objs)
@@ -191,12 +209,12 @@ def _phrase_matches(phrase: str, objs: list[S.SceneObject], split: str) -> list[
     ]
 
 
-def _holds(relation: str, a: int, b: int, scene: S.Scene) -> bool:
+def _holds(relation: str, a: int, b: int, scene: Scene) -> bool:
     """The relations, from the boxes and the rendered masks (drawing order = depth)."""
     (ax1, ay1, ax2, ay2), (bx1, by1, bx2, by2) = scene.objects[a].box, scene.objects[b].box
     if relation in ("in front of", "behind"):
         front, back = (a, b) if relation == "in front of" else (b, a)
-        masks = [S.object_mask(scene.objects[i], scene.width, scene.height) for i in (front, back)]
+        masks = [object_mask(scene.objects[i], scene.width, scene.height) for i in (front, back)]
         return front > back and bool((masks[0] & masks[1]).any())
     return {
         "left of": ax2 < bx1,
@@ -206,7 +224,7 @@ def _holds(relation: str, a: int, b: int, scene: S.Scene) -> bool:
     }[relation]
 
 
-@pytest.mark.parametrize("split", S.SPLITS)
+@pytest.mark.parametrize("split", SPLITS)
 def test_spans_are_the_phrases_and_the_phrases_are_true(worlds, split):
     root = worlds[split]
     grounding = _load(root / "grounding.json")
@@ -220,7 +238,7 @@ def test_spans_are_the_phrases_and_the_phrases_are_true(worlds, split):
         assert record["grounding"]["caption"] == caption and record["filename"] == image["file_name"]
         regions = record["grounding"]["regions"]
         assert [r["tokens_positive"] for r in regions] == image["tokens_positive_eval"]
-        scene = S.make_scene(SEED, split, index, 320)
+        scene = make_scene(SEED, split, index, 320)
         index_of = {o.box: i for i, o in enumerate(scene.objects)}
         assert len(index_of) == len(scene.objects)
         members = []
@@ -257,7 +275,7 @@ def test_spans_are_the_phrases_and_the_phrases_are_true(worlds, split):
 # ------------------------------------------------------------------------------------------- loaders
 
 
-@pytest.mark.parametrize("split", S.SPLITS)
+@pytest.mark.parametrize("split", SPLITS)
 def test_every_file_loads_with_our_loaders(worlds, split):
     root = worlds[split]
     transform = EvalTransform(min_size=320, max_size=320)
@@ -336,27 +354,8 @@ def _word_set(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
 
 
-def test_vocabulary_groups_are_disjoint():
-    groups = [
-        set(S.SEEN_COLOURS),
-        set(S.RARE_COLOURS),
-        set(S.NEW_COLOURS),
-        set(S.SEEN_SHAPES),
-        set(S.RARE_SHAPES),
-        set(S.NEW_SHAPES),
-        set(S.SIZES),
-        set(S.TEXTURE_WORDS.values()),
-        set(S.SYNONYMS),
-    ]
-    for i, a in enumerate(groups):
-        for b in groups[i + 1 :]:
-            assert not a & b
-    assert set(S.SYNONYMS.values()) <= set(S.SEEN_COLOURS) | set(S.SIZES) | set(S.TEXTURE_WORDS.values())
-    assert set(S.RGB) == set(S.SEEN_COLOURS + S.RARE_COLOURS + S.NEW_COLOURS)
-
-
 def test_held_out_names_never_appear_in_training_files(worlds):
-    held_out = set(S.HELD_OUT_WORDS)
+    held_out = set(HELD_OUT_WORDS)
     for split in ("train", "test"):
         root = worlds[split]
         for name in DATA_FILES:
@@ -369,10 +368,10 @@ def test_held_out_names_never_appear_in_training_files(worlds):
 
 def test_rare_concepts_only_in_grounding_for_train(worlds):
     root = worlds["train"]
-    rare = set(S.RARE_COLOURS + S.RARE_SHAPES)
+    rare = set(RARE_COLOURS + RARE_SHAPES)
     detection = _load(root / "detection.json")
     names = [c["name"] for c in detection["categories"]]
-    assert names == [f"{c} {s}" for c in S.SEEN_COLOURS for s in S.SEEN_SHAPES]
+    assert names == [f"{c} {s}" for c in SEEN_COLOURS for s in SEEN_SHAPES]
     assert not _word_set(" ".join(names)) & rare
     assert not _word_set((root / "label_map.json").read_text()) & rare
     assert not _word_set((root / "detection.odvg.jsonl").read_text()) & rare
@@ -381,7 +380,7 @@ def test_rare_concepts_only_in_grounding_for_train(worlds):
     seen_objects = [
         a
         for a in gt["annotations"]
-        if a["attributes"]["colour"] in S.SEEN_COLOURS and a["attributes"]["shape"] in S.SEEN_SHAPES
+        if a["attributes"]["colour"] in SEEN_COLOURS and a["attributes"]["shape"] in SEEN_SHAPES
     ]
     assert len(detection["annotations"]) == len(seen_objects) < len(gt["annotations"])
     captions = " ".join(im["caption"] for im in _load(root / "grounding.json")["images"])
@@ -397,12 +396,10 @@ def test_rare_concepts_only_in_grounding_for_train(worlds):
 def test_split_categories(worlds):
     test = _load(worlds["test"] / "detection.json")
     assert {c["concept"] for c in test["categories"]} == {"seen", "rare"}
-    assert len(test["categories"]) == len(S.SEEN_COLOURS + S.RARE_COLOURS) * len(
-        S.SEEN_SHAPES + S.RARE_SHAPES
-    )
+    assert len(test["categories"]) == len(SEEN_COLOURS + RARE_COLOURS) * len(SEEN_SHAPES + RARE_SHAPES)
     # synonyms: no seen colour / size word in its names and captions
     syn_root = worlds["synonyms"]
-    replaced = set(S.SYNONYMS.values())
+    replaced = set(SYNONYMS.values())
     for name in (
         "detection.json",
         "grounding.json",
@@ -411,11 +408,11 @@ def test_split_categories(worlds):
         "label_map.json",
     ):
         assert not _word_set((syn_root / name).read_text()) & replaced, name
-    assert _word_set((syn_root / "grounding.json").read_text()) & set(S.SYNONYMS)
+    assert _word_set((syn_root / "grounding.json").read_text()) & set(SYNONYMS)
     # task_A: shape-only names of new shapes; distractors unannotated
     for split, names in (
-        ("task_A", list(S.NEW_SHAPES)),
-        ("task_B", [f"{c} {s}" for c in S.NEW_COLOURS for s in S.SEEN_SHAPES]),
+        ("task_A", list(NEW_SHAPES)),
+        ("task_B", [f"{c} {s}" for c in NEW_COLOURS for s in SEEN_SHAPES]),
     ):
         root = worlds[split]
         detection = _load(root / "detection.json")
@@ -424,31 +421,4 @@ def test_split_categories(worlds):
         roles = [a["attributes"]["role"] for a in _load(root / "captions_gt.json")["annotations"]]
         assert len(detection["annotations"]) == roles.count("target") >= NUM
         words = _word_set((root / "grounding.json").read_text())
-        assert words & set(S.NEW_SHAPES if split == "task_A" else S.NEW_COLOURS)
-
-
-# ----------------------------------------------------------------------------------------------- CLI
-
-
-def test_cli(tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="glip")
-    sub = parser.add_subparsers(dest="command")
-    synth = S.add_synth_parser(sub)
-    assert "examples:" in synth.epilog
-    assert synth.formatter_class is argparse.RawDescriptionHelpFormatter
-    out = tmp_path / "cli"
-    args = parser.parse_args(["synth", "--out", str(out), "--num-images", "2", "--seed", "1", "--size", "96"])
-    assert S.run_synth(args) == 0
-    assert "wrote 2 train images" in capsys.readouterr().out
-    assert sorted(p.name for p in (out / "images").iterdir()) == ["train_000000.png", "train_000001.png"]
-    assert Image.open(out / "images" / "train_000000.png").size == (96, 96)
-    assert S.run_synth(args) == 2  # not empty
-    assert "not empty" in capsys.readouterr().err
-    args = parser.parse_args(
-        ["synth", "--out", str(out), "--num-images", "1", "--overwrite", "--split", "task_A"]
-    )
-    assert S.run_synth(args) == 0
-    assert sorted(p.name for p in (out / "images").iterdir()) == ["task_A_000000.png"]
-    assert not (out / "detection_all.json").exists()
-    args = parser.parse_args(["synth", "--out", str(tmp_path / "bad"), "--num-images", "0"])
-    assert S.run_synth(args) == 2
+        assert words & set(NEW_SHAPES if split == "task_A" else NEW_COLOURS)
