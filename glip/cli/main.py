@@ -87,17 +87,28 @@ def _is_user_error(exc: BaseException) -> bool:
     return loading is not None and isinstance(exc, loading.CheckpointError)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each message (not the stream of the first call:
+    ``main`` may run many times in one process, e.g. in tests that capture stderr)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def configure_logging(verbose: bool) -> None:
     """Messages of glip's own loggers (``glip.*``) to stderr; the root logger and other libraries' loggers
-    are left as they are (configuring the root logger would print their messages twice)."""
+    are left as they are (a ``basicConfig`` on the root logger printed other libraries' messages twice)."""
     logger = logging.getLogger("glip")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not any(getattr(h, "_glip_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
-        handler._glip_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
-    logger.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
