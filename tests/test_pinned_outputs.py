@@ -119,7 +119,9 @@ def test_predictor_chunked_classes(model, images, pinned):
 
 def test_predictor_caption(model, images, pinned):
     predictor = GLIPPredictor(model)
-    result = predictor.predict(images[0], caption=CAPTION, phrases=["red circle", "blue square"], threshold=0.3)
+    result = predictor.predict(
+        images[0], caption=CAPTION, phrases=["red circle", "blue square"], threshold=0.3
+    )
     check(pinned, "predictor/caption", prediction_digest(result))
     spans = [[(2, 12)], [(21, 32)]]
     result = predictor.predict(images[1], caption=CAPTION, spans=spans, threshold=0.3)
@@ -149,6 +151,12 @@ def test_coco_evaluation(tmp_path, pinned):
     for name, options in {
         "default": {},
         "chunked": {"chunk_size": 1, "detections_per_img": 7, "batch_size": 2},
+        "caption_prompt": {
+            "chunk_size": 2,
+            "caption_prompt": [
+                {"prefix": "a ", "name": n, "suffix": " shape"} for n in ("red", "blue", "light")
+            ],
+        },
     }.items():
         out = tmp_path / name
         result = evaluate_coco(model, ann, folder, out_dir=out, progress=False, report=False, **options)
