@@ -382,7 +382,7 @@ def test_bad_images_raise_image_error(predictor, tmp_path):
         ({"caption": "a black dog", "spans": [[(-1, 3)]]}, "does not fit"),
         ({"caption": "a black dog", "phrases": ["a", "b"], "spans": [[(0, 3)]]}, "2 phrase names for 1"),
         ({"classes": ["cat"], "chunk_size": 0}, "chunk_size must be a positive number"),
-        ({"classes": ["cat"], "chunk_size": -1}, "chunk_size must be a positive number"),
+        ({"classes": ["cat"], "chunk_size": -2}, "chunk_size must be a positive number"),
         ({}, "exactly one of"),
         ({"classes": ["cat"], "caption": "a cat"}, "exactly one of"),
     ],
@@ -410,7 +410,7 @@ def test_long_vocabulary_is_chunked_never_truncated(model, predictor, image):
     for prompt in prompts:
         tokens = tokenize_captions([prompt.caption], max_length=256, pad_to_max=False)
         assert not tokens.truncated[0] and tokens.num_tokens[0] <= 256
-        assert sorted(prompt.label_to_tokens) == prompt.labels  # every class has tokens
+        assert sorted(prompt.label_to_tokens) == list(prompt.labels)  # every class has tokens
         assert max(max(t) for t in prompt.label_to_tokens.values()) < tokens.num_tokens[0] - 1
     with Counter(model.backbone) as backbone, Counter(model.text_encoder) as text:
         result = predictor.predict(image, classes=names, threshold=0.0)
