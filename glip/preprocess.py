@@ -72,13 +72,25 @@ def normalize(
     return (tensor - mean) / std
 
 
+def padded_size(height: int, width: int, size_divisibility: int = 32) -> tuple[int, int]:
+    """(H, W) rounded up to multiples of ``size_divisibility`` (<= 0: unchanged): the size a batch pads to.
+
+    >>> padded_size(200, 266)
+    (224, 288)
+    """
+    if size_divisibility > 0:
+        height = -(-height // size_divisibility) * size_divisibility
+        width = -(-width // size_divisibility) * size_divisibility
+    return height, width
+
+
 def pad_batch(images: Sequence[torch.Tensor], size_divisibility: int = 32) -> ImageBatch:
     """Zero-pad (3, H_i, W_i) tensors bottom/right into one (B, 3, H, W) batch, H and W multiples of 32."""
-    max_h = max(int(img.shape[-2]) for img in images)
-    max_w = max(int(img.shape[-1]) for img in images)
-    if size_divisibility > 0:
-        max_h = -(-max_h // size_divisibility) * size_divisibility
-        max_w = -(-max_w // size_divisibility) * size_divisibility
+    max_h, max_w = padded_size(
+        max(int(img.shape[-2]) for img in images),
+        max(int(img.shape[-1]) for img in images),
+        size_divisibility,
+    )
     batch = images[0].new_zeros(len(images), images[0].shape[0], max_h, max_w)
     for slot, img in zip(batch, images):
         slot[:, : img.shape[-2], : img.shape[-1]].copy_(img)
@@ -137,11 +149,10 @@ def group_by_padded_size(
     size: grouping by it makes every image get exactly the result it gets alone. Groups keep the order of
     first appearance; each is cut into pieces of ``batch_size``.
     """
-    divisor = max(size_divisibility, 1)
     step = max(int(batch_size), 1)
     groups: dict[tuple[int, int], list[int]] = {}
     for index, tensor in enumerate(tensors):
-        key = (-(-tensor.shape[-2] // divisor), -(-tensor.shape[-1] // divisor))
+        key = padded_size(int(tensor.shape[-2]), int(tensor.shape[-1]), size_divisibility)
         groups.setdefault(key, []).append(index)
     return [indices[i : i + step] for indices in groups.values() for i in range(0, len(indices), step)]
 
