@@ -122,3 +122,22 @@ def test_detect_and_eval_see_the_same_frame_as_predict(dataset, predictor, tmp_p
         assert len(kept) == len(mine)
         eval_boxes = torch.tensor([records[name]["boxes"][i] for i in kept], dtype=torch.float64)
         assert torch.allclose(eval_boxes, mine.boxes.double(), atol=1e-4), name
+
+
+def test_detect_reports_an_image_over_the_pixel_limit_and_processes_the_others(tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    make_image(80, 100, 3).save(folder / "a.png")
+    Image.new("1", (20000, 20000)).save(folder / "huge.png")  # 400 megapixels, a few kB
+    make_image(90, 70, 4).save(folder / "z.png")
+    out = tmp_path / "out"
+    argv = ["detect", str(folder), "--classes", "cat", "--model", "random:tiny_random", "--out", str(out)]
+    assert main(argv) == 1  # finished; the bad file is reported, as for other unreadable files
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "DecompressionBomb" not in captured.err
+    assert "huge.png has 400,000,000 pixels" in captured.err and "--max-pixels" in captured.err
+    assert "2 image(s) processed, 1 skipped" in captured.out
+    records = json.loads((out / "predictions.json").read_text())
+    assert sorted(Path(r["file"]).name for r in records) == ["a.png", "z.png"]
+    [error] = json.loads((out / "errors.json").read_text())
+    assert Path(error["file"]).name == "huge.png"
