@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO))
 import glip  # noqa: E402
 from glip.postprocess import Detections  # noqa: E402
 from glip.predictor import GLIPPredictor  # noqa: E402
-from glip.preprocess import normalize, pad_batch, resize_image  # noqa: E402
+from glip.preprocess import pad_batch, preprocess_images, rescale_boxes  # noqa: E402
 from glip.text.prompts import LVIS_CHUNK_SIZE, build_chunked_detection_prompts  # noqa: E402
 from glip.text.tokenizer import tokenize_captions  # noqa: E402
 
@@ -126,9 +126,7 @@ def official_way(model: glip.GLIP, image: Image.Image, prompts: list[Any]) -> De
     Returns the detections in original-image pixels (labels 1-based).
     """
     cfg = model.config.input
-    tensor = normalize(
-        resize_image(image, cfg.min_size, cfg.max_size), cfg.pixel_mean, cfg.pixel_std, cfg.to_bgr255
-    )
+    [tensor] = preprocess_images([image], cfg)
     batch = pad_batch([tensor], cfg.size_divisibility)
     parts = []
     with torch.inference_mode():
@@ -137,8 +135,8 @@ def official_way(model: glip.GLIP, image: Image.Image, prompts: list[Any]) -> De
             output = model(batch, tokens.input_ids, tokens.attention_mask)
             parts.append(model.postprocess(output, prompt.label_to_token)[0])
     dets = Detections.cat(parts)
-    scale = torch.tensor([image.width / tensor.shape[-1], image.height / tensor.shape[-2]] * 2)
-    return Detections(dets.boxes * scale, dets.scores, dets.labels)
+    boxes = rescale_boxes(dets.boxes, (image.width, image.height), (tensor.shape[-2], tensor.shape[-1]))
+    return Detections(boxes, dets.scores, dets.labels)
 
 
 class Clock:
@@ -199,9 +197,7 @@ def run_preset(
     official_way(model, image, build_chunked_detection_prompts(warm_names, chunk_size=chunk_size))
 
     # the backbone + FPN alone, for the linear extrapolation of our way
-    tensor = normalize(
-        resize_image(image, cfg.min_size, cfg.max_size), cfg.pixel_mean, cfg.pixel_std, cfg.to_bgr255
-    )
+    [tensor] = preprocess_images([image], cfg)
     batch = pad_batch([tensor], cfg.size_divisibility)
     with torch.inference_mode(), Clock() as backbone:
         model.encode_images(batch.tensors)

@@ -186,7 +186,7 @@ def run_glip(args: argparse.Namespace) -> dict[str, Any]:
     from glip.memory import large_forward
     from glip.models.glip import GLIPOutput, build_model
     from glip.models.head import HeadOutput
-    from glip.preprocess import ImageBatch
+    from glip.preprocess import ImageBatch, padded_size
 
     rss_start = rss_mb()
     config = get_preset(args.preset)
@@ -194,8 +194,7 @@ def run_glip(args: argparse.Namespace) -> dict[str, Any]:
     model, build_s = timed(lambda: build_model(config).eval())
     encoding, label_to_tokens, num_tokens = tokenize(config.text.max_query_len)
     input_ids, attention_mask = encoding["input_ids"], encoding["attention_mask"]
-    div = config.input.size_divisibility
-    pad_h, pad_w = -(-args.height // div) * div, -(-args.width // div) * div
+    pad_h, pad_w = padded_size(args.height, args.width, config.input.size_divisibility)
     images = ImageBatch(torch.randn(1, 3, pad_h, pad_w), [(args.height, args.width)])
     rss_before = rss_mb()
     peak_before = peak_rss_mb()

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> dict:
     import glip.memory
     from glip.config import get_preset
     from glip.models.glip import build_model
-    from glip.preprocess import ImageBatch
+    from glip.preprocess import ImageBatch, padded_size
 
     torch.set_num_threads(args.threads)
     glip.memory.RELEASE = args.release
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
     with_model = rss_mb()
     encoding, label_to_tokens, _ = tokenize(None)
     height, width = args.height, args.width
-    padded = (-(-height // 32) * 32, -(-width // 32) * 32)
+    padded = padded_size(height, width, model.config.input.size_divisibility)
     images = ImageBatch(torch.randn(1, 3, *padded), [(height, width)])
     sampler = StageSampler()
     attach(model, sampler)

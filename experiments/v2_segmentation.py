@@ -36,7 +36,7 @@ def oracle_mask_scores(predictor, mask_head, val_dir: Path) -> dict[str, float]:
     from glip.eval.coco import score_coco
     from glip.images import load_image
     from glip.models.mask_head import continuous_boxes, detection_masks, paste_masks
-    from glip.preprocess import normalize, pad_batch, resize_image
+    from glip.preprocess import pad_batch, preprocess_images, rescale_boxes
 
     data = json.loads((val_dir / "detection.json").read_text())
     categories = sorted(data["categories"], key=lambda c: c["id"])
@@ -56,8 +56,7 @@ def oracle_mask_scores(predictor, mask_head, val_dir: Path) -> dict[str, float]:
         if not anns:
             continue
         image = load_image(val_dir / "images" / image_info["file_name"])
-        resized = resize_image(image, cfg.min_size, cfg.max_size)
-        tensor = normalize(resized, cfg.pixel_mean, cfg.pixel_std, cfg.to_bgr255)
+        [tensor] = preprocess_images([image], cfg)
         scale_x, scale_y = tensor.shape[-1] / image.width, tensor.shape[-2] / image.height
         # legacy xyxy in the network frame (x2 = x + w - 1, scaled like the data transforms)
         boxes = torch.tensor(
@@ -70,14 +69,13 @@ def oracle_mask_scores(predictor, mask_head, val_dir: Path) -> dict[str, float]:
         batch = pad_batch([tensor], cfg.size_divisibility)
         with torch.no_grad():
             fpn = predictor.model.encode_images(batch.tensors)
-            head = predictor.model.forward_head(fpn, predictor._text(prompt.caption))
+            head = predictor.model.forward_head(fpn, predictor.encode_prompt_text(prompt.caption))
             probs = detection_masks(
                 mask_head, head.features, head.fused_text, [boxes], [labels], prompt.label_to_tokens
             )[0]
-        scale = torch.tensor([1 / scale_x, 1 / scale_y] * 2)
         masks = paste_masks(
             probs,
-            continuous_boxes(boxes) * scale,
+            rescale_boxes(continuous_boxes(boxes), (image.width, image.height), tuple(tensor.shape[-2:])),
             (image.height, image.width),
             mask_head.config.mask_threshold,
         )

@@ -1,11 +1,15 @@
 """Reading images from anything users pass: paths, PIL images, numpy arrays, tensors.
 
-Every mode PIL can open is handled (grayscale, RGBA, palette, 16-bit, CMYK) and EXIF orientation is
-applied, so the boxes are in the frame the user sees. Unreadable inputs raise :class:`ImageError`.
+Every mode PIL can open is handled (grayscale, RGBA and transparent palettes composited on white, palette,
+16-bit, CMYK) and EXIF orientation is applied, so the boxes are in the frame the user sees. This is the one
+decoder of the package: the predictor, ``glip detect`` and the evaluation read images through
+:func:`load_image`. Unreadable inputs, and files over the pixel limit, raise :class:`ImageError`.
 """
 
 from __future__ import annotations
 
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +20,39 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 
+#: default pixel limit of :func:`load_image` for files: twice PIL's decompression-bomb warning limit
+#: (2 x 89,478,485 = the size at which PIL itself refuses a file), i.e. about 13,000 x 13,000 pixels, which
+#: decodes to ~0.5 GB of RGB. Larger files raise :class:`ImageError` unless ``max_pixels`` is raised.
+MAX_PIXELS: int = 2 * 89_478_485
+
+# Image.open runs PIL's own bomb check against the global Image.MAX_IMAGE_PIXELS; it is lifted only while a
+# header is read (under this lock, restored at once) so that our own, configurable limit decides.
+_OPEN_LOCK = threading.Lock()
+
+
 class ImageError(ValueError):
     """An input that is not a readable image; the message names it and says why."""
+
+
+def _open_unchecked(path: Path) -> Image.Image:
+    """``Image.open`` (header only) without PIL's global decompression-bomb limit."""
+    with _OPEN_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _check_pixels(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageError(
+            f"{path} has {width * height:,} pixels ({width}x{height}), over the limit of {max_pixels:,}: "
+            "pass max_pixels=N (or max_pixels=None for no limit; glip detect: --max-pixels N) to read it"
+        )
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -46,9 +81,23 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(source: Any) -> Image.Image:
-    """Return an RGB PIL image. Arrays: HWC uint8 RGB (or HW gray; uint16 and floats in [0, 1] are scaled);
-    tensors: CHW, uint8 or float in [0, 1]."""
+def load_image(
+    source: Any, *, bgr: bool = False, max_pixels: int | None = MAX_PIXELS, exif_transpose: bool = True
+) -> Image.Image:
+    """Return an RGB PIL image.
+
+    Args:
+        source: a file path; a PIL image; an array HxWx3/4 uint8 (RGB, or BGR with ``bgr=True``) or HxW
+            gray (uint16 and floats in [0, 1] are scaled); a tensor CxHxW, uint8 or float in [0, 1].
+        bgr: the array / tensor holds BGR(A) channels (OpenCV's ``cv2.imread``): they are flipped to RGB.
+            Files and PIL images carry their own channel order and are decoded as they are.
+        max_pixels: files with more pixels (width x height) raise :class:`ImageError` before they are
+            decoded (None: no limit). Default :data:`MAX_PIXELS`.
+        exif_transpose: apply the EXIF orientation of files and PIL images (the frame a viewer shows).
+
+    Raises:
+        ImageError: missing / unreadable / corrupt files, files over ``max_pixels``, bad array shapes.
+    """
     if isinstance(source, str | Path):
         path = Path(source)
         if not path.exists():
@@ -56,16 +105,23 @@ def load_image(source: Any) -> Image.Image:
         if path.is_dir():
             raise ImageError(f"{path} is a directory, not an image")
         try:
-            with Image.open(path) as opened:
+            with _open_unchecked(path) as opened:
+                _check_pixels(path, opened.width, opened.height, max_pixels)
                 opened.load()
-                image = ImageOps.exif_transpose(opened) or opened
+                image = (ImageOps.exif_transpose(opened) or opened) if exif_transpose else opened
                 return _to_rgb(image).copy()
         except UnidentifiedImageError:
             raise ImageError(f"{path} is not an image file PIL can read") from None
+        except ImageError:
+            raise
+        except Image.DecompressionBombError as exc:  # a plugin's own check while decoding (frames, tiles)
+            raise ImageError(
+                f"{path} is too large to decode: {exc}; pass max_pixels=N / --max-pixels N"
+            ) from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"{path} is corrupt or truncated: {exc}") from None
     if isinstance(source, Image.Image):
-        return _to_rgb(ImageOps.exif_transpose(source) or source)
+        return _to_rgb((ImageOps.exif_transpose(source) or source) if exif_transpose else source)
     if isinstance(source, torch.Tensor):
         tensor = source.detach().cpu()
         if tensor.ndim != 3 or tensor.shape[0] not in (1, 3, 4):
@@ -74,13 +130,16 @@ def load_image(source: Any) -> Image.Image:
             )
         if tensor.is_floating_point():
             tensor = (tensor.clamp(0, 1) * 255).round()
-        return load_image(tensor.to(torch.uint8).permute(1, 2, 0).numpy())
+        return load_image(tensor.to(torch.uint8).permute(1, 2, 0).numpy(), bgr=bgr)
     if isinstance(source, np.ndarray):
         array = source
         if array.ndim == 3 and array.shape[2] == 1:
             array = array[:, :, 0]
         if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
-            raise ImageError(f"an image array must be HxW or HxWx3/4 (RGB); got shape {array.shape}")
+            what = "BGR" if bgr else "RGB"
+            raise ImageError(f"an image array must be HxW or HxWx3/4 ({what}); got shape {array.shape}")
+        if bgr and array.ndim == 3:
+            array = np.concatenate([array[:, :, 2::-1], array[:, :, 3:]], axis=2)
         if array.dtype != np.uint8:
             if array.dtype == np.uint16:  # 16-bit data: 0..65535 -> 0..255, as for 16-bit files
                 array = np.round(array / 257.0)

@@ -19,25 +19,23 @@ import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from glip.images import ImageError, ImageInput, load_image
+from glip.images import MAX_PIXELS, ImageInput, load_image
 from glip.models.glip import GLIP, GLIPOutput
 from glip.models.language import TextFeatures
 from glip.postprocess import Detections
-from glip.preprocess import ImageBatch, normalize, pad_batch, resize_image, resized_hw
+from glip.preprocess import ImageBatch, group_by_padded_size, pad_batch, preprocess_images, rescale_boxes
 from glip.runtime import autocast, check_precision, resolve_device
-from glip.text.prompts import (
-    DetectionPrompt,
-    build_detection_prompt,
-    clean_name,
-    label_token_dict_from_spans,
-)
-from glip.text.tokenizer import MAX_QUERY_LEN, PromptError, get_tokenizer, tokenize_captions
+from glip.text import prompts as text_prompts
+from glip.text.prompts import Prompt
+from glip.text.tokenizer import MAX_QUERY_LEN, PromptError, tokenize_captions
+
+__all__ = ["GLIPPredictor", "Prediction", "Prompt"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,15 +123,6 @@ class Prediction:
         )
 
 
-@dataclass
-class _Prompt:
-    """One model call's text: caption + label -> token positions (labels are 1-based indices into names)."""
-
-    caption: str
-    label_to_tokens: dict[int, list[int]]
-    labels: list[int] = field(default_factory=list)
-
-
 class GLIPPredictor:
     """Inference wrapper. ``chunk_size``: classes per prompt (default: as many as fit 256 tokens)."""
 
@@ -174,96 +163,26 @@ class GLIPPredictor:
         return cls(load_model(name_or_path, device=str(resolved)), device=resolved, **kwargs)
 
     # ------------------------------------------------------------------ prompts
-    def class_prompts(self, classes: Sequence[str], chunk_size: int | None = None) -> list[_Prompt]:
-        """Split ``classes`` into prompts that fit the text length; labels are 1-based class indices."""
-        names = [str(c) for c in classes]
-        if not names:
-            raise PromptError("no class names given")
-        for index, name in enumerate(names):
-            if not any(ch.isalnum() for ch in clean_name(name)):  # "", "...", "(empty)", "(x)_."
-                raise PromptError(f"class {index} {name!r} is empty after cleaning")
+    def class_prompts(self, classes: Sequence[str], chunk_size: int | None = None) -> list[Prompt]:
+        """Detection prompts of ``classes`` (labels: 1-based class indices), see
+        :func:`glip.text.prompts.class_prompts`: ``chunk_size`` None (default: the predictor's) packs as many
+        classes as fit the text length, ``k`` puts ``k`` per prompt, -1 all in one."""
         chunk_size = chunk_size if chunk_size is not None else self.chunk_size
-        if chunk_size is not None and chunk_size < 1:
-            raise PromptError(
-                f"chunk_size must be a positive number of classes per prompt, got {chunk_size} "
-                "(None: as many as fit the text length)"
-            )
-        if chunk_size:
-            groups = [
-                list(range(i, min(i + chunk_size, len(names)))) for i in range(0, len(names), chunk_size)
-            ]
-        else:
-            groups = self._pack(names)
-        prompts = []
-        for group in groups:
-            prompt: DetectionPrompt = build_detection_prompt(
-                [names[i] for i in group], [i + 1 for i in group], max_len=self.max_query_len
-            )
-            if prompt.exceeds_max_len:
-                raise PromptError(
-                    f"classes {group[0]}..{group[-1]} need {prompt.num_tokens} tokens > {self.max_query_len}: "
-                    "use a smaller chunk size"
-                )
-            prompts.append(_Prompt(prompt.caption, dict(prompt.label_to_token), [i + 1 for i in group]))
-        return prompts
-
-    def _pack(self, names: list[str]) -> list[list[int]]:
-        """Greedy packing by token count: "a. b" tokenizes to tokens(a) + ['.'] + tokens(b)."""
-        tokenizer = get_tokenizer()
-        costs = [len(tokenizer(clean_name(n), add_special_tokens=False)["input_ids"]) for n in names]
-        groups: list[list[int]] = [[]]
-        used = 2  # [CLS], [SEP]
-        for index, cost in enumerate(costs):
-            extra = cost + (1 if groups[-1] else 0)
-            if groups[-1] and used + extra > self.max_query_len:
-                groups.append([])
-                used, extra = 2, cost
-            if used + extra > self.max_query_len:
-                raise PromptError(f"class {index} {names[index]!r} alone needs {cost} tokens")
-            groups[-1].append(index)
-            used += extra
-        return groups
+        return text_prompts.class_prompts(classes, chunk_size, max_len=self.max_query_len)
 
     def caption_prompt(
         self,
         caption: str,
         phrases: Sequence[str] | None = None,
         spans: Sequence[Sequence[tuple[int, int]]] | None = None,
-    ) -> tuple[_Prompt, list[str]]:
-        """A grounding prompt: phrases (all their occurrences), explicit spans, or extracted noun phrases."""
-        from glip.text.noun_phrases import find_noun_phrases, phrase_spans
-
-        tokenize_captions([caption], max_length=self.max_query_len, pad_to_max=False)  # checks & length
-        if spans is not None:
-            entity_spans = [[(int(s), int(e)) for s, e in entity] for entity in spans]
-            for entity in entity_spans:
-                for start, end in entity:
-                    if not 0 <= start < end <= len(caption):
-                        raise PromptError(
-                            f"span ({start}, {end}) does not fit the caption of {len(caption)} chars"
-                        )
-            names = (
-                list(phrases)
-                if phrases
-                else [" / ".join(caption[s:e] for s, e in ent) for ent in entity_spans]
-            )
-        else:
-            names = list(phrases) if phrases else find_noun_phrases(caption)
-            if not names:
-                raise PromptError(f"no noun phrase found in {caption!r}: pass phrases=[...]")
-            entity_spans = phrase_spans(caption, names)
-        if len(names) != len(entity_spans):
-            raise PromptError(f"{len(names)} phrase names for {len(entity_spans)} span groups")
-        encoding = get_tokenizer()(caption, truncation=False)
-        labels = list(range(1, len(names) + 1))
-        label_to_tokens = label_token_dict_from_spans(encoding, entity_spans, labels, caption=caption)
-        lost = [names[lab - 1] for lab in labels if lab not in label_to_tokens]
-        if lost:
-            raise PromptError(f"phrases {lost} cover no token of the caption")
-        return _Prompt(caption, label_to_tokens, labels), names
+    ) -> tuple[Prompt, list[str]]:
+        """A grounding prompt (:func:`glip.text.prompts.caption_prompt`) and its phrase names."""
+        prompt = text_prompts.caption_prompt(caption, phrases, spans, max_len=self.max_query_len)
+        return prompt, list(prompt.names)
 
     # ------------------------------------------------------------------ text
-    def _text(self, caption: str) -> TextFeatures:
+    def encode_prompt_text(self, caption: str) -> TextFeatures:
+        """Text features of a caption, (1, L, D): cached (at most ``text_cache_size`` captions)."""
         cached = self._text_cache.get(caption)
         if cached is not None:
             self._text_cache.move_to_end(caption)
@@ -290,17 +209,17 @@ class GLIPPredictor:
         chunk_size: int | None = None,
         batch_size: int = 1,
         masks: bool = False,
+        *,
+        bgr: bool = False,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> Prediction | list[Prediction]:
         """Detect ``classes`` or ground ``caption`` in one image (returns a Prediction) or a list (a list).
 
         ``masks=True``: also an instance mask per detection (``Prediction.masks``), from the mask head given
-        to the predictor (GLIPv2 segmentation, :mod:`glip.models.mask_head`).
+        to the predictor (GLIPv2 segmentation, :mod:`glip.models.mask_head`). ``bgr``, ``max_pixels``: see
+        :func:`glip.images.load_image`. Builds the prompts and calls :meth:`predict_prompts`.
         """
-        if masks and self.mask_head is None:
-            raise ValueError(
-                "masks=True needs a mask head: GLIPPredictor(model, mask_head=load_mask_head(DIR)) or a model "
-                "directory holding mask_head.safetensors (written by the second-stage training, docs/segmentation.md)"
-            )
+        self._check_masks(masks)
         single = not isinstance(images, list | tuple)
         image_list = [images] if single else list(images)
         if (classes is None) == (caption is None):
@@ -309,66 +228,115 @@ class GLIPPredictor:
             if isinstance(classes, str):
                 classes = [c.strip() for c in classes.split(",") if c.strip()] or [classes]
             prompts = self.class_prompts(classes, chunk_size)
-            names = [str(c) for c in classes]
-            caption_text = None
         else:
             assert caption is not None
-            prompt, names = self.caption_prompt(caption, phrases, spans)
-            prompts = [prompt]
-            caption_text = caption
-        results = self._predict_loaded(
-            [(load_image(img), str(img) if isinstance(img, str | Path) else None) for img in image_list],
+            prompts = [self.caption_prompt(caption, phrases, spans)[0]]
+        results = self.predict_prompts(
+            image_list,
             prompts,
-            names,
-            threshold,
-            batch_size,
-            caption_text,
+            threshold=threshold,
+            batch_size=batch_size,
             masks=masks,
+            caption=caption,
+            bgr=bgr,
+            max_pixels=max_pixels,
         )
         return results[0] if single else results
+
+    def predict_prompts(
+        self,
+        images: Sequence[ImageInput],
+        prompts: Sequence[Prompt],
+        threshold: float = 0.5,
+        batch_size: int = 1,
+        masks: bool = False,
+        detections_per_img: int | None = None,
+        caption: str | None = None,
+        *,
+        bgr: bool = False,
+        max_pixels: int | None = MAX_PIXELS,
+        sources: Sequence[str | None] | None = None,
+    ) -> list[Prediction]:
+        """Run ready-made prompts (:func:`glip.text.prompts.class_prompts` / ``caption_prompt``) on images.
+
+        The backbone runs once per image; text, fusion, head and post-processing once per prompt, and the
+        prompts' detections are concatenated (each prompt NMS'd and capped on its own, as the official chunked
+        evaluation). Images are batched by padded size (:func:`glip.preprocess.group_by_padded_size`), so
+        ``batch_size`` never changes a result.
+
+        Args:
+            images: I images (paths, PIL images, arrays, tensors: :func:`glip.images.load_image`).
+            prompts: the prompts; their labels are 1-based indices into the request's names, which are taken
+                from the prompts (``Prediction.names[label - 1]``).
+            threshold: keep detections with score >= threshold (0: everything post-processing keeps).
+            batch_size: images per forward pass.
+            masks: also instance masks (needs a mask head).
+            detections_per_img: the cap per image and prompt of the post-processing (None: the model's
+                ``config.postprocess.detections_per_img``).
+            caption: stored in ``Prediction.caption``.
+            bgr, max_pixels: see :func:`glip.images.load_image`.
+            sources: I names for messages and ``Prediction.source`` (default: the paths given, else None).
+
+        Returns:
+            I :class:`Prediction`, boxes in original-image pixels, sorted by score.
+        """
+        self._check_masks(masks)
+        if isinstance(images, str | Path) or not isinstance(images, Sequence):
+            images = [images]  # type: ignore[list-item]
+        if sources is not None and len(sources) != len(images):
+            raise ValueError(f"{len(sources)} sources for {len(images)} images")
+        loaded = [
+            (
+                load_image(img, bgr=bgr, max_pixels=max_pixels),
+                sources[i] if sources is not None else str(img) if isinstance(img, str | Path) else None,
+            )
+            for i, img in enumerate(images)
+        ]
+        return self._predict_loaded(
+            loaded,
+            list(prompts),
+            prompt_names(prompts),
+            threshold,
+            batch_size,
+            caption,
+            masks=masks,
+            detections_per_img=detections_per_img,
+        )
+
+    def _check_masks(self, masks: bool) -> None:
+        if masks and self.mask_head is None:
+            raise ValueError(
+                "masks=True needs a mask head: GLIPPredictor(model, mask_head=load_mask_head(DIR)) or a model "
+                "directory holding mask_head.safetensors (written by the second-stage training, docs/segmentation.md)"
+            )
 
     def _predict_loaded(
         self,
         images: list[tuple[Any, str | None]],
-        prompts: list[_Prompt],
+        prompts: list[Prompt],
         names: list[str],
         threshold: float,
         batch_size: int,
         caption: str | None,
         masks: bool = False,
+        detections_per_img: int | None = None,
     ) -> list[Prediction]:
+        """(RGB PIL image, source) pairs -> Predictions (the implementation of :meth:`predict_prompts`)."""
         cfg = self.model.config.input
-        if masks and self.mask_head is None:
-            raise ValueError("masks=True needs a mask head (GLIPPredictor(..., mask_head=...))")
-        for image, source in images:
-            if min(resized_hw(image.width, image.height, cfg.min_size, cfg.max_size)) < 1:
-                raise ImageError(
-                    f"{source or 'the image'} ({image.width}x{image.height} pixels) is too elongated: "
-                    f"resizing it to at most {cfg.max_size} pixels long leaves no row or column"
-                )
-        tensors = [
-            normalize(
-                resize_image(image, cfg.min_size, cfg.max_size), cfg.pixel_mean, cfg.pixel_std, cfg.to_bgr255
-            )
-            for image, _ in images
-        ]
-        # group by padded size so that batching never changes an image's result
-        divisor = max(cfg.size_divisibility, 1)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, tensor in enumerate(tensors):
-            key = (-(-tensor.shape[-2] // divisor), -(-tensor.shape[-1] // divisor))
-            groups.setdefault(key, []).append(index)
+        self._check_masks(masks)
+        tensors = preprocess_images([image for image, _ in images], cfg, [source for _, source in images])
         detections: list[Detections | None] = [None] * len(images)
         mask_probs: list[torch.Tensor | None] = [None] * len(images)
-        for indices in groups.values():
-            for start in range(0, len(indices), max(batch_size, 1)):
-                chunk = indices[start : start + max(batch_size, 1)]
-                batch = pad_batch([tensors[i] for i in chunk], cfg.size_divisibility).to(self.device)
-                probs: list[torch.Tensor] | None = [] if masks else None
-                for index, dets in zip(chunk, self._detect_batch(batch, prompts, mask_probs=probs)):
-                    detections[index] = dets
-                for index, prob in zip(chunk, probs or []):
-                    mask_probs[index] = prob
+        for chunk in group_by_padded_size(tensors, cfg.size_divisibility, batch_size):
+            batch = pad_batch([tensors[i] for i in chunk], cfg.size_divisibility).to(self.device)
+            probs: list[torch.Tensor] | None = [] if masks else None
+            found = self._detect_batch(
+                batch, prompts, mask_probs=probs, detections_per_img=detections_per_img
+            )
+            for index, dets in zip(chunk, found):
+                detections[index] = dets
+            for index, prob in zip(chunk, probs or []):
+                mask_probs[index] = prob
         results = []
         for (image, source), tensor, dets, prob in zip(images, tensors, detections, mask_probs):
             assert dets is not None
@@ -376,28 +344,29 @@ class GLIPPredictor:
             dets = dets.select(keep)
             order = dets.scores.argsort(descending=True)
             dets = dets.select(order)
-            scale = torch.tensor(
-                [image.width / tensor.shape[-1], image.height / tensor.shape[-2]] * 2, dtype=torch.float32
-            )
+            image_size = (image.width, image.height)
+            tensor_size = (int(tensor.shape[-2]), int(tensor.shape[-1]))
             instance_masks = None
             if prob is not None and self.mask_head is not None:
                 from glip.models.mask_head import continuous_boxes, paste_masks
 
                 instance_masks = paste_masks(
                     prob.cpu()[keep.cpu()][order.cpu()],
-                    continuous_boxes(dets.boxes.detach().cpu().float()) * scale,
+                    rescale_boxes(
+                        continuous_boxes(dets.boxes.detach().cpu().float()), image_size, tensor_size
+                    ),
                     (image.height, image.width),
                     threshold=self.mask_head.config.mask_threshold,
                 )
             labels = dets.labels.cpu() - 1
             results.append(
                 Prediction(
-                    boxes=dets.boxes.detach().cpu().float() * scale,
+                    boxes=rescale_boxes(dets.boxes.detach().cpu().float(), image_size, tensor_size),
                     scores=dets.scores.detach().cpu().float(),
                     labels=labels,
                     phrases=[names[i] for i in labels.tolist()],
                     names=list(names),
-                    image_size=(image.width, image.height),
+                    image_size=image_size,
                     source=source,
                     caption=caption,
                     masks=instance_masks,
@@ -407,7 +376,11 @@ class GLIPPredictor:
 
     @torch.inference_mode()
     def _detect_batch(
-        self, batch: ImageBatch, prompts: list[_Prompt], mask_probs: list[torch.Tensor] | None = None
+        self,
+        batch: ImageBatch,
+        prompts: list[Prompt],
+        mask_probs: list[torch.Tensor] | None = None,
+        detections_per_img: int | None = None,
     ) -> list[Detections]:
         """The backbone + FPN once, then text / fusion / head / post-processing per prompt; chunks are
         concatenated as the official chunked evaluation does (each chunk NMS'd and capped on its own).
@@ -420,7 +393,7 @@ class GLIPPredictor:
         per_image: list[list[Detections]] = [[] for _ in batch.image_sizes]
         per_image_masks: list[list[torch.Tensor]] = [[] for _ in batch.image_sizes]
         for prompt in prompts:
-            text = self._text(prompt.caption)
+            text = self.encode_prompt_text(prompt.caption)
             size = len(batch.image_sizes)
             expanded = TextFeatures(
                 hidden=text.hidden.expand(size, -1, -1),
@@ -439,7 +412,9 @@ class GLIPPredictor:
             output = GLIPOutput(
                 head=head, anchors=anchors, image_sizes=batch.image_sizes, text=expanded, fpn=fpn
             )
-            found = self.model.postprocess(output, prompt.label_to_tokens)
+            found = self.model.postprocess(
+                output, prompt.label_to_tokens, detections_per_img=detections_per_img
+            )
             for index, dets in enumerate(found):
                 per_image[index].append(dets)
             if mask_probs is not None and self.mask_head is not None:
@@ -490,3 +465,16 @@ class GLIPPredictor:
             for box, score, phrase in zip(result.boxes.tolist(), result.scores.tolist(), result.phrases)
         ]
         return out[:top_k] if top_k else out
+
+
+def prompt_names(prompts: Sequence[Prompt]) -> list[str]:
+    """The names of a request, from its prompts: ``names[label - 1]`` is the name of ``label``."""
+    if not prompts:
+        raise PromptError("no prompts given")
+    by_label: dict[int, str] = {}
+    for prompt in prompts:
+        for label, name in zip(prompt.labels, prompt.names):
+            if label < 1:
+                raise PromptError(f"prompt labels are 1-based indices into the names, got {label}")
+            by_label[int(label)] = name
+    return [by_label.get(i, f"label {i}") for i in range(1, max(by_label, default=0) + 1)]

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    from glip.config import InputConfig
 
 
 @dataclass
@@ -68,13 +72,25 @@ def normalize(
     return (tensor - mean) / std
 
 
+def padded_size(height: int, width: int, size_divisibility: int = 32) -> tuple[int, int]:
+    """(H, W) rounded up to multiples of ``size_divisibility`` (<= 0: unchanged): the size a batch pads to.
+
+    >>> padded_size(200, 266)
+    (224, 288)
+    """
+    if size_divisibility > 0:
+        height = -(-height // size_divisibility) * size_divisibility
+        width = -(-width // size_divisibility) * size_divisibility
+    return height, width
+
+
 def pad_batch(images: Sequence[torch.Tensor], size_divisibility: int = 32) -> ImageBatch:
     """Zero-pad (3, H_i, W_i) tensors bottom/right into one (B, 3, H, W) batch, H and W multiples of 32."""
-    max_h = max(int(img.shape[-2]) for img in images)
-    max_w = max(int(img.shape[-1]) for img in images)
-    if size_divisibility > 0:
-        max_h = -(-max_h // size_divisibility) * size_divisibility
-        max_w = -(-max_w // size_divisibility) * size_divisibility
+    max_h, max_w = padded_size(
+        max(int(img.shape[-2]) for img in images),
+        max(int(img.shape[-1]) for img in images),
+        size_divisibility,
+    )
     batch = images[0].new_zeros(len(images), images[0].shape[0], max_h, max_w)
     for slot, img in zip(batch, images):
         slot[:, : img.shape[-2], : img.shape[-1]].copy_(img)
@@ -91,3 +107,67 @@ def preprocess(
 ) -> torch.Tensor:
     """PIL RGB image -> (3, H, W) network input before padding (official test transform)."""
     return normalize(resize_image(image.convert("RGB"), min_size, max_size), pixel_mean, pixel_std, to_bgr255)
+
+
+def check_resizable(width: int, height: int, input_config: InputConfig, source: str | None = None) -> None:
+    """:class:`~glip.images.ImageError` when resizing a ``width`` x ``height`` image leaves no row or column."""
+    if min(resized_hw(width, height, input_config.min_size, input_config.max_size)) < 1:
+        from glip.images import ImageError
+
+        raise ImageError(
+            f"{source or 'the image'} ({width}x{height} pixels) is too elongated: "
+            f"resizing it to at most {input_config.max_size} pixels long leaves no row or column"
+        )
+
+
+def preprocess_images(
+    images: Sequence[Image.Image], input_config: InputConfig, sources: Sequence[str | None] | None = None
+) -> list[torch.Tensor]:
+    """RGB PIL images -> (3, H_i, W_i) network inputs before padding (official test transform).
+
+    ``input_config``: a :class:`glip.config.InputConfig` (min_size, max_size, pixel_mean, pixel_std,
+    to_bgr255). ``sources`` name the images in the error for an image too elongated to resize.
+    """
+    names = list(sources) if sources is not None else [None] * len(images)
+    for image, source in zip(images, names):
+        check_resizable(image.width, image.height, input_config, source)
+    cfg = input_config
+    return [
+        normalize(
+            resize_image(image, cfg.min_size, cfg.max_size), cfg.pixel_mean, cfg.pixel_std, cfg.to_bgr255
+        )
+        for image in images
+    ]
+
+
+def group_by_padded_size(
+    tensors: Sequence[torch.Tensor], size_divisibility: int, batch_size: int = 1
+) -> list[list[int]]:
+    """Batches (lists of indices into ``tensors``) whose members all pad to the same size.
+
+    The official fusion attends to the zero padding of a batch, so an image's result depends on the padded
+    size: grouping by it makes every image get exactly the result it gets alone. Groups keep the order of
+    first appearance; each is cut into pieces of ``batch_size``.
+    """
+    step = max(int(batch_size), 1)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, tensor in enumerate(tensors):
+        key = padded_size(int(tensor.shape[-2]), int(tensor.shape[-1]), size_divisibility)
+        groups.setdefault(key, []).append(index)
+    return [indices[i : i + step] for indices in groups.values() for i in range(0, len(indices), step)]
+
+
+def box_scale(image_size: tuple[int, int], tensor_size: tuple[int, int]) -> torch.Tensor:
+    """(4,) float32 factors taking xyxy boxes from the resized frame to the original image.
+
+    image_size: (width, height) of the original image; tensor_size: (H, W) of its resized tensor.
+    """
+    width, height = image_size
+    return torch.tensor([width / tensor_size[1], height / tensor_size[0]] * 2, dtype=torch.float32)
+
+
+def rescale_boxes(
+    boxes: torch.Tensor, image_size: tuple[int, int], tensor_size: tuple[int, int]
+) -> torch.Tensor:
+    """(N, 4) xyxy boxes in the resized frame -> original-image pixels (see :func:`box_scale`)."""
+    return boxes * box_scale(image_size, tensor_size)

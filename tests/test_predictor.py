@@ -382,7 +382,7 @@ def test_bad_images_raise_image_error(predictor, tmp_path):
         ({"caption": "a black dog", "spans": [[(-1, 3)]]}, "does not fit"),
         ({"caption": "a black dog", "phrases": ["a", "b"], "spans": [[(0, 3)]]}, "2 phrase names for 1"),
         ({"classes": ["cat"], "chunk_size": 0}, "chunk_size must be a positive number"),
-        ({"classes": ["cat"], "chunk_size": -1}, "chunk_size must be a positive number"),
+        ({"classes": ["cat"], "chunk_size": -2}, "chunk_size must be a positive number"),
         ({}, "exactly one of"),
         ({"classes": ["cat"], "caption": "a cat"}, "exactly one of"),
     ],
@@ -410,7 +410,7 @@ def test_long_vocabulary_is_chunked_never_truncated(model, predictor, image):
     for prompt in prompts:
         tokens = tokenize_captions([prompt.caption], max_length=256, pad_to_max=False)
         assert not tokens.truncated[0] and tokens.num_tokens[0] <= 256
-        assert sorted(prompt.label_to_tokens) == prompt.labels  # every class has tokens
+        assert sorted(prompt.label_to_tokens) == list(prompt.labels)  # every class has tokens
         assert max(max(t) for t in prompt.label_to_tokens.values()) < tokens.num_tokens[0] - 1
     with Counter(model.backbone) as backbone, Counter(model.text_encoder) as text:
         result = predictor.predict(image, classes=names, threshold=0.0)
@@ -498,3 +498,61 @@ def test_noun_phrases_for_a_caption_without_phrases(predictor, image):
     assert_same(spans, explicit, atol=0.0)
     with pytest.raises(PromptError, match="no noun phrase"):
         predictor.predict(image, caption="running quickly")
+
+
+# ---------------------------------------------------------------------- predict_prompts
+def test_predict_prompts_is_what_predict_runs(predictor, image):
+    from glip.text.prompts import Prompt, class_prompts
+
+    by_classes = predictor.predict(
+        [image, make_image(90, 70, 3)], classes=CLASSES, threshold=0.2, chunk_size=2
+    )
+    prompts = class_prompts(CLASSES, 2, max_len=predictor.max_query_len)
+    assert all(isinstance(p, Prompt) for p in prompts) and len(prompts) == 3
+    direct = predictor.predict_prompts([image, make_image(90, 70, 3)], prompts, threshold=0.2)
+    for a, b in zip(by_classes, direct):
+        assert_same(a, b, atol=0.0)
+        assert b.names == CLASSES
+    caption = "a red ball next to a cat"
+    grounded = predictor.predict(image, caption=caption, phrases=["red ball", "cat"], threshold=0.2)
+    [prompt] = [predictor.caption_prompt(caption, ["red ball", "cat"])[0]]
+    [direct] = predictor.predict_prompts([image], [prompt], threshold=0.2, caption=caption)
+    assert_same(grounded, direct, atol=0.0)
+    assert direct.caption == caption and direct.names == ["red ball", "cat"]
+
+
+def test_predict_prompts_detections_per_img(model, predictor, image):
+    prompts = predictor.class_prompts(CLASSES)
+    config = model.config
+    [capped] = predictor.predict_prompts([image], prompts, threshold=0.0, detections_per_img=5)
+    assert model.config is config  # passed down, not swapped into the config
+    [full] = predictor.predict_prompts([image], prompts, threshold=0.0)
+    assert len(capped) == 5 < len(full)
+    assert torch.equal(capped.scores, full.scores[:5])
+
+
+def test_encode_prompt_text_is_cached(model, predictor):
+    with Counter(model.text_encoder) as text:
+        first = predictor.encode_prompt_text("cat. dog")
+        again = predictor.encode_prompt_text("cat. dog")
+    assert text.calls == 1 and first is again
+    assert first.hidden.shape[0] == 1
+
+
+def test_predict_bgr(predictor, image):
+    rgb = np.asarray(image)
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    assert_same(
+        predictor.predict(bgr, classes=CLASSES, threshold=0.2, bgr=True),
+        predictor.predict(rgb, classes=CLASSES, threshold=0.2),
+        atol=0.0,
+    )
+
+
+def test_chunk_size_minus_one_is_one_prompt(predictor, image):
+    assert len(predictor.class_prompts(CLASSES, -1)) == 1
+    assert_same(
+        predictor.predict(image, classes=CLASSES, threshold=0.2, chunk_size=-1),
+        predictor.predict(image, classes=CLASSES, threshold=0.2),
+        atol=0.0,
+    )

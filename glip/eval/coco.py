@@ -42,7 +42,6 @@ from glip.eval.inference import (
     as_predictor,
     detection_prompts,
     file_digest,
-    postprocess_settings,
     predict_images,
     run_inference,
     weights_checksum,
@@ -400,18 +399,20 @@ def evaluate_detection(
             fingerprint["masks"] = weights_checksum(predictor.mask_head)
 
     def predict(batch: list[WorkItem]) -> list[dict[str, Any]]:
-        if masks:
-            return predict_images(
-                predictor, batch, prompts, names, lambda i: cat_ids[i], batch_size, masks=True
-            )
-        return predict_images(predictor, batch, prompts, names, lambda i: cat_ids[i], batch_size)
+        return predict_images(
+            predictor,
+            batch,
+            prompts,
+            names,
+            lambda i: cat_ids[i],
+            batch_size,
+            masks=masks,
+            detections_per_img=dets_per_img,
+        )
 
     example_ids = _example_ids(dataset, image_ids, num_examples if report and out_dir is not None else 0)
     collector = collector_factory(image_ids, set(example_ids)) if collector_factory is not None else None
-    with postprocess_settings(predictor.model, dets_per_img):
-        merged = run_inference(
-            items, predict, options, collector=collector, fingerprint=fingerprint, desc=task
-        )
+    merged = run_inference(items, predict, options, collector=collector, fingerprint=fingerprint, desc=task)
 
     def finish() -> EvalResult:
         if collector is None:

@@ -196,19 +196,18 @@ def resolve_image_path(image_dir: Path, record: dict[str, Any], where: str) -> P
     raise EvalError(f"{where}: image not found (tried {tried})")
 
 
-def load_eval_image(path: Path, where: str) -> Any:
-    """The image as the official evaluation reads it: ``PIL.Image.open(path).convert("RGB")``.
+def load_eval_image(path: Path, where: str, max_pixels: int | None = None) -> Any:
+    """The image of an evaluation record, decoded as ``glip detect`` decodes it (:func:`glip.images.load_image`:
+    EXIF orientation applied, alpha composited on white), so a dataset is scored in the frame detect shows.
 
-    No EXIF rotation (the annotation's boxes are in the stored pixel frame). Unreadable files raise
-    :class:`EvalError` naming the record.
+    ``max_pixels``: None (default) reads any size (evaluation images are the dataset's own). Unreadable
+    files raise :class:`EvalError` naming the record and the file.
     """
-    from PIL import Image, UnidentifiedImageError
+    from glip.images import ImageError, load_image
 
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            return opened.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return load_image(path, max_pixels=max_pixels)
+    except ImageError as exc:
         raise EvalError(f"{where}: cannot read image {path}: {exc}") from None
 
 

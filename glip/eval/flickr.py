@@ -38,7 +38,6 @@ from glip.eval.inference import (
     as_predictor,
     file_digest,
     grounding_prompt,
-    postprocess_settings,
     predict_images,
     run_inference,
     weights_checksum,
@@ -405,12 +404,13 @@ def evaluate_flickr(
         records = []
         for item in batch:
             names = dataset.sentences[item.key].phrase_texts
-            records += predict_images(predictor, [item], [prompts[item.key]], names, lambda i: i, 1)
+            records += predict_images(
+                predictor, [item], [prompts[item.key]], names, lambda i: i, 1, detections_per_img=dets
+            )
         return records
 
-    with postprocess_settings(predictor.model, dets):
-        one_at_a_time = options.replace(batch_size=1)  # each record has its own caption
-        records = run_inference(items, predict, one_at_a_time, fingerprint=fingerprint, desc="flickr")
+    one_at_a_time = options.replace(batch_size=1)  # each record has its own caption
+    records = run_inference(items, predict, one_at_a_time, fingerprint=fingerprint, desc="flickr")
 
     def finish() -> EvalResult:
         grouped = {k: records_to_phrase_boxes(records[k], len(dataset.sentences[k].phrases)) for k in keys}

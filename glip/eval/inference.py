@@ -9,8 +9,6 @@ processes score exactly the same predictions.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import hashlib
 import json
 import logging
@@ -23,6 +21,8 @@ import torch
 
 from glip.eval.common import EvalError, barrier, gather_objects, load_eval_image, rank_info
 from glip.eval.options import EvalOptions
+from glip.text.prompts import Prompt, class_prompts, label_token_dict_from_spans
+from glip.text.tokenizer import PromptError, get_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -75,21 +75,6 @@ def as_predictor(model: Any, device: str | torch.device | None = None) -> Any:
     return GLIPPredictor(module, device=device)
 
 
-@contextlib.contextmanager
-def postprocess_settings(model: Any, detections_per_img: int | None) -> Iterator[None]:
-    """Temporarily set ``model.config.postprocess.detections_per_img`` (restored afterwards)."""
-    if detections_per_img is None:
-        yield
-        return
-    original = model.config
-    post = dataclasses.replace(original.postprocess, detections_per_img=int(detections_per_img))
-    model.config = dataclasses.replace(original, postprocess=post)
-    try:
-        yield
-    finally:
-        model.config = original
-
-
 def weights_checksum(model: torch.nn.Module) -> str:
     """A cheap identity of the weights for the cache fingerprint (sum and count of every tensor)."""
     total = 0.0
@@ -120,58 +105,33 @@ def detection_prompts(
     chunk_size: int | None,
     caption_prompt: Sequence[dict[str, str]] | None = None,
     where: str = "",
-) -> list[Any]:
+) -> list[Prompt]:
     """Class-list prompts (labels = 1-based indices into ``names``), as the official evaluation builds
-    them from the categories sorted by id: ". "-joined cleaned names, split into chunks of ``chunk_size``
-    (official ``TEST.CHUNKED_EVALUATION``; -1 = one prompt) or, with None, packed to fit 256 tokens.
+    them from the categories sorted by id: :func:`glip.text.prompts.class_prompts` (". "-joined cleaned
+    names; ``chunk_size`` k: chunks of k, official ``TEST.CHUNKED_EVALUATION``; -1: one prompt; None: the
+    predictor's chunk size, else as many as fit the text length).
 
     ``caption_prompt``: official ``DATASETS.CAPTION_PROMPT`` (one ``{"prefix", "name", "suffix"}`` per
     class).
     """
-    from glip.predictor import _Prompt
-    from glip.text.prompts import build_detection_prompt
-    from glip.text.tokenizer import PromptError
-
+    if caption_prompt is not None and len(caption_prompt) != len(names):
+        raise EvalError(f"{where}: caption_prompt has {len(caption_prompt)} entries for {len(names)} classes")
+    if chunk_size is None:
+        chunk_size = getattr(predictor, "chunk_size", None)
     try:
-        if caption_prompt is None:
-            if chunk_size == -1:
-                chunk_size = len(names)
-            return predictor.class_prompts(list(names), chunk_size)
-        if len(caption_prompt) != len(names):
-            raise EvalError(
-                f"{where}: caption_prompt has {len(caption_prompt)} entries for {len(names)} classes"
-            )
-        size = len(names) if chunk_size in (None, -1) else int(chunk_size)
-        prompts = []
-        for start in range(0, len(names), size):
-            labels = list(range(start + 1, min(start + size, len(names)) + 1))
-            prompt = build_detection_prompt(
-                [names[i - 1] for i in labels],
-                labels,
-                caption_prompt=[caption_prompt[i - 1] for i in labels],
-                max_len=predictor.max_query_len,
-            )
-            if prompt.exceeds_max_len:
-                raise EvalError(
-                    f"{where}: the caption of classes {labels[0]}..{labels[-1]} needs {prompt.num_tokens} "
-                    f"tokens > {predictor.max_query_len}: give a smaller chunk size"
-                )
-            prompts.append(_Prompt(prompt.caption, dict(prompt.label_to_token), labels))
-        return prompts
+        return class_prompts(
+            list(names), chunk_size, max_len=predictor.max_query_len, caption_prompt=caption_prompt
+        )
     except PromptError as exc:
         raise EvalError(f"{where}: cannot build the class prompts: {exc}") from None
 
 
 def grounding_prompt(
     predictor: Any, caption: str, spans: Sequence[Sequence[Sequence[int]]], where: str
-) -> Any:
+) -> Prompt:
     """The prompt of a grounding record: entity j (label j + 1) covers the tokens of its char spans
     (official ``positive_map_eval``). A phrase whose tokens fall past the model's text length gets none
-    (it then has no prediction), as officially."""
-    from glip.predictor import _Prompt
-    from glip.text.prompts import label_token_dict_from_spans
-    from glip.text.tokenizer import PromptError, get_tokenizer
-
+    (it then has no prediction), as officially. Names: the caption text of each entity's spans."""
     try:
         encoding = get_tokenizer()(caption, truncation=False)
         labels = list(range(1, len(spans) + 1))
@@ -184,34 +144,43 @@ def grounding_prompt(
         for lab, pos in label_to_tokens.items()
         if any(p < limit for p in pos)
     }
-    return _Prompt(caption, label_to_tokens, labels)
+    names = tuple(" / ".join(caption[int(b) : int(e)] for b, e in entity) for entity in spans)
+    return Prompt(caption, label_to_tokens, tuple(labels), names)
 
 
 def predict_images(
     predictor: Any,
     items: Sequence[WorkItem],
-    prompts: list[Any],
+    prompts: list[Prompt],
     names: Sequence[str],
     label_map: Callable[[int], Any],
     batch_size: int,
     masks: bool = False,
+    detections_per_img: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run the prompts on the items' images; one record per item with boxes in the annotation frame.
 
-    ``label_map(index)`` turns the predictor's 0-based name index into the stored label (a category id
-    or a phrase index). Threshold 0: the model's own post-processing (pre-NMS 0.05, NMS, detections per
-    image) decides what is kept. ``masks=True``: each record also has ``segmentation``, a COCO RLE per box in
-    the annotation frame (the predictor's mask head).
+    Images are read with :func:`~glip.eval.common.load_eval_image` (the decoder of ``glip detect``) and run
+    through :meth:`~glip.predictor.GLIPPredictor.predict_prompts`. ``label_map(index)`` turns the
+    predictor's 0-based name index into the stored label (a category id or a phrase index); ``names`` is
+    kept for the callers (the prompts carry their names). Threshold 0: the model's own post-processing
+    (pre-NMS 0.05, NMS, ``detections_per_img``, None: the model's) decides what is kept. ``masks=True``:
+    each record also has ``segmentation``, a COCO RLE per box in the annotation frame (the predictor's mask
+    head).
     """
-    images = [(load_eval_image(item.path, item.where), str(item.path)) for item in items]
-    if masks:
-        predictions = predictor._predict_loaded(
-            images, prompts, list(names), 0.0, batch_size, None, masks=True
-        )
-    else:
-        predictions = predictor._predict_loaded(images, prompts, list(names), 0.0, batch_size, None)
+    del names
+    images = [load_eval_image(item.path, item.where) for item in items]
+    predictions = predictor.predict_prompts(
+        images,
+        prompts,
+        threshold=0.0,
+        batch_size=batch_size,
+        masks=masks,
+        detections_per_img=detections_per_img,
+        sources=[str(item.path) for item in items],
+    )
     records = []
-    for item, (image, _), prediction in zip(items, images, predictions):
+    for item, image, prediction in zip(items, images, predictions):
         boxes = prediction.boxes.double()
         if item.size is not None and (item.size[0] != image.width or item.size[1] != image.height):
             logger.warning(

@@ -134,9 +134,14 @@ class GLIP(nn.Module):
         )
 
     def postprocess(
-        self, output: GLIPOutput, label_to_tokens: LabelToTokens | Sequence[LabelToTokens]
+        self,
+        output: GLIPOutput,
+        label_to_tokens: LabelToTokens | Sequence[LabelToTokens],
+        detections_per_img: int | None = None,
     ) -> list[Detections]:
-        """Boxes in each image's resized (unpadded) frame; one label->tokens map for all images or one each."""
+        """Boxes in each image's resized (unpadded) frame; one label->tokens map for all images or one each.
+
+        ``detections_per_img``: the cap per image (None: ``config.postprocess.detections_per_img``)."""
         maps = (
             [label_to_tokens] * len(output.image_sizes)
             if isinstance(label_to_tokens, dict)
@@ -156,7 +161,9 @@ class GLIP(nn.Module):
                     pre_nms_thresh=post.pre_nms_thresh,
                     pre_nms_top_n=post.pre_nms_top_n,
                     nms_thresh=post.nms_thresh,
-                    detections_per_img=post.detections_per_img,
+                    detections_per_img=(
+                        post.detections_per_img if detections_per_img is None else int(detections_per_img)
+                    ),
                     min_size=post.min_size,
                 )
             )

@@ -12,7 +12,8 @@ a cap per phrase on top of the model's own post-processing (class-aware NMS 0.6,
 
 Several image-caption pairs run as one batch (each image its own caption, text padded to the longest): images
 are grouped by padded size first, as :class:`glip.predictor.GLIPPredictor` does, because the fusion attends to
-image padding and would otherwise change an image's result.
+image padding and would otherwise change an image's result (:mod:`glip.preprocess` does the preprocessing,
+the grouping and the rescale back, for the predictor too).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from PIL import Image
 from torchvision.ops import nms
 
 from glip.models.glip import GLIP, GLIPOutput
-from glip.preprocess import normalize, pad_batch, resize_image, resized_hw
+from glip.preprocess import group_by_padded_size, pad_batch, preprocess_images, rescale_boxes
 from glip.text.noun_phrases import find_noun_phrases, phrase_spans
 from glip.text.prompts import label_token_dict_from_spans
 from glip.text.tokenizer import MAX_QUERY_LEN, PromptError, get_tokenizer, tokenize_captions
@@ -149,34 +150,14 @@ class Teacher:
         if len(images) != len(prompts):
             raise ValueError(f"{len(images)} images for {len(prompts)} prompts")
         cfg = self.model.config.input
-        tensors = []
-        for image in images:
-            if min(resized_hw(image.width, image.height, cfg.min_size, cfg.max_size)) < 1:
-                raise ValueError(f"a {image.width}x{image.height} image is too elongated to resize")
-            tensors.append(
-                normalize(
-                    resize_image(image, cfg.min_size, cfg.max_size),
-                    cfg.pixel_mean,
-                    cfg.pixel_std,
-                    cfg.to_bgr255,
-                )
-            )
-        divisor = max(cfg.size_divisibility, 1)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, tensor in enumerate(tensors):
-            key = (-(-tensor.shape[-2] // divisor), -(-tensor.shape[-1] // divisor))
-            groups.setdefault(key, []).append(index)
+        tensors = preprocess_images(images, cfg)
         results: list[TeacherOutput | None] = [None] * len(images)
-        step = max(int(batch_size), 1)
-        for indices in groups.values():
-            for start in range(0, len(indices), step):
-                chunk = indices[start : start + step]
-                raw = self._forward([tensors[i] for i in chunk], [prompts[i] for i in chunk])
-                for i, (boxes, scores, labels) in zip(chunk, raw):
-                    scale = torch.tensor(
-                        [images[i].width / tensors[i].shape[-1], images[i].height / tensors[i].shape[-2]] * 2
-                    )
-                    results[i] = self._select(prompts[i], boxes * scale, scores, labels)
+        for chunk in group_by_padded_size(tensors, cfg.size_divisibility, batch_size):
+            raw = self._forward([tensors[i] for i in chunk], [prompts[i] for i in chunk])
+            for i, (boxes, scores, labels) in zip(chunk, raw):
+                size = (images[i].width, images[i].height)
+                boxes = rescale_boxes(boxes, size, (int(tensors[i].shape[-2]), int(tensors[i].shape[-1])))
+                results[i] = self._select(prompts[i], boxes, scores, labels)
         return [r for r in results if r is not None]
 
     @torch.inference_mode()

@@ -34,20 +34,24 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ClassPrompt",
     "DetectionPrompt",
+    "Prompt",
     "PromptError",
     "Span",
     "build_chunked_detection_prompts",
     "build_class_caption",
     "build_demo_caption",
     "build_detection_prompt",
+    "caption_prompt",
     "char_spans_to_token_positions",
     "char_to_token",
     "chunk_labels",
+    "class_prompts",
     "clean_name",
     "clean_name_od",
     "create_positive_map",
     "encoding_offsets",
     "label_token_dict_from_spans",
+    "pack_by_tokens",
     "positive_map_to_label_token_dict",
 ]
 
@@ -578,3 +582,182 @@ def build_chunked_detection_prompts(
         )
         for chunk_names, chunk_ids in zip(name_chunks, label_chunks)
     ]
+
+
+# ------------------------------------------------------------------------------- model-call prompts
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The text of one model call and what its labels are.
+
+    caption:         the text fed to the tokenizer.
+    label_to_tokens: ``{label: token positions}`` ([CLS] = 0) of the labels that got tokens.
+    labels:          (N,) the labels this prompt asks for (predictor: 1-based indices into the names of the
+                     whole request, so chunks of one class list keep global labels).
+    names:           (N,) the name of each label (class name or phrase), parallel to ``labels``.
+    """
+
+    caption: str
+    label_to_tokens: dict[int, list[int]]
+    labels: tuple[int, ...]
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.labels) != len(self.names):
+            raise PromptError(f"a prompt has {len(self.labels)} labels for {len(self.names)} names")
+
+
+def _token_costs(texts: Sequence[str]) -> list[int]:
+    tokenizer = get_tokenizer()
+    return [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+
+
+def pack_by_tokens(
+    costs: Sequence[int], max_len: int = MAX_QUERY_LEN, names: Sequence[str] | None = None
+) -> list[list[int]]:
+    """Greedy packing of entries with ``costs[i]`` tokens into groups that fit ``max_len`` tokens.
+
+    "a. b" tokenizes to tokens(a) + ['.'] + tokens(b), so a group costs [CLS] + [SEP] + its entries + one
+    separator between two entries. Returns the groups of entry indices, in order; an entry that alone
+    does not fit is a :class:`PromptError` (named by ``names[i]`` when given).
+    """
+    groups: list[list[int]] = [[]]
+    used = 2  # [CLS], [SEP]
+    for index, cost in enumerate(costs):
+        extra = cost + (1 if groups[-1] else 0)
+        if groups[-1] and used + extra > max_len:
+            groups.append([])
+            used, extra = 2, cost
+        if used + extra > max_len:
+            what = f"class {index} {names[index]!r}" if names is not None else f"entry {index}"
+            raise PromptError(f"{what} alone needs {cost} tokens")
+        groups[-1].append(index)
+        used += extra
+    return groups
+
+
+def class_prompts(
+    names: Sequence[str],
+    chunk_size: int | None = None,
+    max_len: int = MAX_QUERY_LEN,
+    labels: Sequence[int] | None = None,
+    *,
+    caption_prompt: Sequence[Mapping[str, str]] | None = None,
+) -> list[Prompt]:
+    """Detection prompts of a class list (official ". "-joined cleaned names), in the given order.
+
+    ``chunk_size``:
+
+    * ``None``: as many classes per prompt as fit ``max_len`` tokens (greedy, in order);
+    * ``k >= 1``: consecutive pieces of ``k`` classes (official ``TEST.CHUNKED_EVALUATION k``,
+      :func:`chunk_labels`);
+    * ``-1``: all classes in one prompt (official ``TEST.CHUNKED_EVALUATION -1``).
+
+    A prompt that does not fit ``max_len`` tokens is a :class:`PromptError` (never a silent truncation; the
+    official truncating behaviour stays in :func:`build_chunked_detection_prompts`).
+
+    Args:
+        names: N class names.
+        chunk_size: see above.
+        max_len: the model's text length.
+        labels: N distinct label ids (default 1..N).
+        caption_prompt: optional official ``DATASETS.CAPTION_PROMPT`` (N ``{"prefix", "name", "suffix"}``).
+
+    Returns:
+        one :class:`Prompt` per chunk, labels global.
+    """
+    if isinstance(names, str):
+        raise PromptError("give a list of class names, not a single string")
+    names = [str(c) for c in names]
+    if not names:
+        raise PromptError("no class names given")
+    if caption_prompt is None:
+        for index, name in enumerate(names):
+            if not any(ch.isalnum() for ch in clean_name(name)):  # "", "...", "(empty)", "(x)_."
+                raise PromptError(f"class {index} {name!r} is empty after cleaning")
+    elif len(caption_prompt) != len(names):
+        raise PromptError(f"caption_prompt has {len(caption_prompt)} entries for {len(names)} classes")
+    label_ids = list(range(1, len(names) + 1)) if labels is None else [int(lab) for lab in labels]
+    if len(label_ids) != len(names):
+        raise PromptError(f"{len(label_ids)} labels for {len(names)} class names")
+    if chunk_size is not None and chunk_size < 1 and chunk_size != -1:
+        raise PromptError(
+            f"chunk_size must be a positive number of classes per prompt, got {chunk_size} "
+            "(-1: all classes in one prompt; None: as many as fit the text length)"
+        )
+    if chunk_size is None:
+        if caption_prompt is None:
+            texts = [clean_name(n) for n in names]
+        else:
+            texts = [p["prefix"] + p["name"] + p["suffix"] for p in caption_prompt]
+        groups = pack_by_tokens(_token_costs(texts), max_len, names)
+    else:
+        groups = chunk_labels(list(range(len(names))), chunk_size)
+    prompts = []
+    for group in groups:
+        group_labels = [label_ids[i] for i in group]
+        prompt = build_detection_prompt(
+            [names[i] for i in group],
+            group_labels,
+            max_len=max_len,
+            caption_prompt=None if caption_prompt is None else [caption_prompt[i] for i in group],
+        )
+        if prompt.exceeds_max_len:
+            raise PromptError(
+                f"classes {group[0]}..{group[-1]} need {prompt.num_tokens} tokens > {max_len}: "
+                "use a smaller chunk size (or None: as many as fit)"
+            )
+        prompts.append(
+            Prompt(
+                prompt.caption,
+                dict(prompt.label_to_token),
+                tuple(group_labels),
+                tuple(names[i] for i in group),
+            )
+        )
+    return prompts
+
+
+def caption_prompt(
+    caption: str,
+    phrases: Sequence[str] | None = None,
+    spans: Sequence[Sequence[tuple[int, int]]] | None = None,
+    max_len: int = MAX_QUERY_LEN,
+) -> Prompt:
+    """A grounding prompt of ``caption``: labels 1..N for N entities.
+
+    ``spans`` (N lists of char spans; ``phrases`` then optionally names them), else ``phrases`` (each covers
+    all its whole-word occurrences), else the noun phrases extracted offline (spaCy). A caption over
+    ``max_len`` tokens, a span outside the caption, or a phrase that covers no token is a
+    :class:`PromptError`.
+    """
+    from glip.text.noun_phrases import find_noun_phrases, phrase_spans
+    from glip.text.tokenizer import tokenize_captions
+
+    tokenize_captions([caption], max_length=max_len, pad_to_max=False)  # checks & length
+    if spans is not None:
+        entity_spans = [[(int(s), int(e)) for s, e in entity] for entity in spans]
+        for entity in entity_spans:
+            for start, end in entity:
+                if not 0 <= start < end <= len(caption):
+                    raise PromptError(
+                        f"span ({start}, {end}) does not fit the caption of {len(caption)} chars"
+                    )
+        names = (
+            list(phrases) if phrases else [" / ".join(caption[s:e] for s, e in ent) for ent in entity_spans]
+        )
+    else:
+        names = list(phrases) if phrases else find_noun_phrases(caption)
+        if not names:
+            raise PromptError(f"no noun phrase found in {caption!r}: pass phrases=[...]")
+        entity_spans = phrase_spans(caption, names)
+    if len(names) != len(entity_spans):
+        raise PromptError(f"{len(names)} phrase names for {len(entity_spans)} span groups")
+    encoding = get_tokenizer()(caption, truncation=False)
+    labels = list(range(1, len(names) + 1))
+    label_to_tokens = label_token_dict_from_spans(encoding, entity_spans, labels, caption=caption)
+    lost = [names[lab - 1] for lab in labels if lab not in label_to_tokens]
+    if lost:
+        raise PromptError(f"phrases {lost} cover no token of the caption")
+    return Prompt(caption, label_to_tokens, tuple(labels), tuple(names))

@@ -420,3 +420,94 @@ def test_tokenize_captions_errors_and_truncation() -> None:
             tokenize_captions([bad])
     with pytest.raises(PromptError):
         tokenize_captions([])
+
+
+# ------------------------------------------------------------------- class_prompts / caption_prompt
+
+
+def _long_names(count: int) -> list[str]:
+    first = ["red", "small", "wooden", "striped", "plastic", "metal", "paper", "glass", "green", "old"]
+    second = ["toy", "kitchen", "garden", "office", "sports", "music", "bath", "travel", "baby", "farm"]
+    third = ["box", "chair", "lamp", "basket", "bottle", "brush", "bag", "clock", "drum", "fan"]
+    return [f"{a} {b} {c}" for a in first for b in second for c in third][:count]
+
+
+def test_class_prompts_none_packs_as_many_as_fit():
+    from glip.text.prompts import Prompt, class_prompts
+
+    names = _long_names(300)
+    prompts = class_prompts(names)
+    assert len(prompts) > 1 and all(isinstance(p, Prompt) for p in prompts)
+    assert [lab for p in prompts for lab in p.labels] == list(range(1, 301))
+    assert [n for p in prompts for n in p.names] == names
+    for index, prompt in enumerate(prompts):
+        tokens = count_tokens(prompt.caption)
+        assert tokens <= 256
+        if index + 1 < len(prompts):  # greedy: the next class would not have fitted
+            grown = build_detection_prompt(list(prompt.names) + [prompts[index + 1].names[0]])
+            assert grown.num_tokens > 256
+    assert len(class_prompts(names[:3])) == 1
+
+
+def test_class_prompts_k_is_the_official_chunking():
+    from glip.text.prompts import class_prompts
+
+    names = ["person", "bicycle", "traffic_light", "bow_(weapon)", "hair drier"]
+    labels = [10, 20, 30, 40, 50]
+    ours = class_prompts(names, 2, labels=labels)
+    official = build_chunked_detection_prompts(names, labels, 2)
+    assert [p.labels for p in ours] == [p.labels for p in official] == [(10, 20), (30, 40), (50,)]
+    assert [p.caption for p in ours] == [p.caption for p in official]
+    assert [p.label_to_tokens for p in ours] == [p.label_to_token for p in official]
+    assert [p.labels for p in class_prompts(names, 1)] == [(1,), (2,), (3,), (4,), (5,)]
+
+
+def test_class_prompts_minus_one_is_one_prompt_or_an_error():
+    from glip.text.prompts import class_prompts
+
+    [one] = class_prompts(["cat", "dog", "red ball"], -1)
+    assert one.caption == "cat. dog. red ball" and one.labels == (1, 2, 3)
+    assert one.names == ("cat", "dog", "red ball")
+    with pytest.raises(PromptError, match="tokens > 256: use a smaller chunk size"):
+        class_prompts(_long_names(300), -1)
+    # the official builder keeps its truncating -1 (one prompt, a warning) for reproductions
+    assert len(build_chunked_detection_prompts(_long_names(300), chunk_size=-1)) == 1
+
+
+@pytest.mark.parametrize("size", [0, -2, -40])
+def test_class_prompts_bad_chunk_size(size):
+    from glip.text.prompts import class_prompts
+
+    with pytest.raises(
+        PromptError, match="chunk_size must be a positive number.*-1: all classes in one prompt"
+    ):
+        class_prompts(["cat"], size)
+
+
+def test_class_prompts_caption_prompt():
+    from glip.text.prompts import class_prompts
+
+    entries = [
+        {"prefix": "a ", "name": "red", "suffix": " thing"},
+        {"prefix": "", "name": "dog", "suffix": ""},
+    ]
+    [prompt] = class_prompts(["x", "y"], caption_prompt=entries)
+    assert prompt.caption == "a red thing. dog"
+    expected = build_detection_prompt(["x", "y"], caption_prompt=entries)
+    assert prompt.label_to_tokens == expected.label_to_token
+    with pytest.raises(PromptError, match="caption_prompt has 1 entries for 2 classes"):
+        class_prompts(["x", "y"], caption_prompt=entries[:1])
+
+
+def test_caption_prompt_phrases_and_spans():
+    from glip.text.prompts import Prompt, caption_prompt
+
+    prompt = caption_prompt("a cat and a dog and a cat", phrases=["cat", "dog"])
+    assert prompt.labels == (1, 2) and prompt.names == ("cat", "dog")
+    assert len(prompt.label_to_tokens[1]) == 2  # both occurrences of "cat"
+    by_span = caption_prompt("a cat and a dog", spans=[[(2, 5)], [(12, 15)]])
+    assert by_span.names == ("cat", "dog") and by_span.label_to_tokens == {1: [2], 2: [5]}
+    with pytest.raises(PromptError, match="does not fit the caption"):
+        caption_prompt("a cat", spans=[[(0, 50)]])
+    with pytest.raises(PromptError, match="2 labels for 1 names"):
+        Prompt("a cat", {1: [2]}, (1, 2), ("cat",))
