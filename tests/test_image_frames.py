@@ -11,8 +11,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from glip.cli import _resolve_model, main
+from glip.cli import main
 from glip.predictor import GLIPPredictor
+from glip.weights import resolve_model
 
 THRESHOLD = 0.3
 CLASSES = ["red circle", "blue square"]
@@ -62,7 +63,7 @@ def dataset(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def predictor() -> GLIPPredictor:
-    return GLIPPredictor(_resolve_model("random:tiny_random", None, "cpu"))
+    return GLIPPredictor(resolve_model("random:tiny_random", None, "cpu"))
 
 
 def boxes_of(prediction) -> list[list[float]]:
@@ -88,7 +89,7 @@ def test_predict_decodes_files_and_bgr_arrays_upright(dataset, predictor):
 
 def test_detect_and_eval_see_the_same_frame_as_predict(dataset, predictor, tmp_path, capsys):
     pytest.importorskip("pycocotools")
-    from glip.eval import evaluate_coco
+    from glip.eval import EvalOptions, evaluate_coco
 
     folder, expected = dataset
     names = sorted(expected)
@@ -109,7 +110,7 @@ def test_detect_and_eval_see_the_same_frame_as_predict(dataset, predictor, tmp_p
     ]
     ann.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     eval_out = tmp_path / "eval"
-    evaluate_coco(predictor, ann, folder, out_dir=eval_out, progress=False, report=False)
+    evaluate_coco(predictor, ann, folder, EvalOptions(out_dir=eval_out, progress=False, report=False))
     lines = (eval_out / "predictions.cache.jsonl").read_text().splitlines()[1:]
     records = {names[r["id"] - 1]: r for r in map(json.loads, lines)}
 

@@ -141,16 +141,16 @@ def test_demo_model(pinned):
 
 def test_coco_evaluation(tmp_path, pinned):
     pytest.importorskip("pycocotools")
-    from glip.cli import _resolve_model
-    from glip.eval import evaluate_coco
+    from glip.eval import EvalOptions, evaluate_coco
+    from glip.weights import resolve_model
 
     from .eval.conftest import make_coco_set
 
     ann, folder = make_coco_set(tmp_path / "data")
-    model = _resolve_model("random:tiny_random", None, "cpu")
+    model = resolve_model("random:tiny_random", None, "cpu")
     for name, options in {
         "default": {},
-        "chunked": {"chunk_size": 1, "detections_per_img": 7, "batch_size": 2},
+        "chunked": {"chunk_size": 1, "options": {"detections_per_img": 7, "batch_size": 2}},
         "caption_prompt": {
             "chunk_size": 2,
             "caption_prompt": [
@@ -159,7 +159,8 @@ def test_coco_evaluation(tmp_path, pinned):
         },
     }.items():
         out = tmp_path / name
-        result = evaluate_coco(model, ann, folder, out_dir=out, progress=False, report=False, **options)
+        run = EvalOptions(out_dir=out, progress=False, report=False, **options.pop("options", {}))
+        result = evaluate_coco(model, ann, folder, run, **options)
         cache = (out / "predictions.cache.jsonl").read_text().splitlines()[1:]
         records = sorted((json.loads(line) for line in cache), key=lambda r: r["id"])
         digest = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:24]

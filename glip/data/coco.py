@@ -111,7 +111,7 @@ class DetectionVocabulary:
             tokens_positive=[[prompt.spans[int(lab)]] for lab in labels.tolist()],
             caption=prompt.caption,
             image_id=image_id,
-            # every class name of the prompt, boxed or not: GLIPv2 category propagation (glip/v2/phrases.py)
+            # every class name of the prompt, boxed or not: GLIPv2 category propagation (glip/text/phrases.py)
             extra={"phrase_spans": [[prompt.spans[lab]] for lab in prompt.labels]},
             masks=None if masks is None else masks[keep],
         )

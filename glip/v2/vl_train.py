@@ -5,7 +5,7 @@
                        VLTrainConfig(steps=300), vqa=GLIPForVQA(glip, ANSWERS), captioner=GLIPForCaptioning(glip))
 
 Every step draws one set of image indices and takes item k of each task's dataset, so the tasks see the
-*same* images (the datasets of :class:`glip.data.synthetic_vl.SyntheticVL` over one seed / split / image
+*same* images (the datasets of :class:`glip.data.synthetic.vl.SyntheticVL` over one seed / split / image
 count are aligned: item k is image k). The backbone + FPN run once per step; the head runs once per task
 (detection prompt, question, causal caption). The loss is
 
@@ -84,7 +84,7 @@ def train_vl(
     Args:
         glip: the shared GLIP (``vqa.glip`` and ``captioner.glip`` must be this same module).
         datasets: ``{"detection" | "vqa" | "caption": dataset}`` of aligned
-            :class:`~glip.data.synthetic_vl.SyntheticVL` items; only the tasks with a weight > 0 are used.
+            :class:`~glip.data.synthetic.vl.SyntheticVL` items; only the tasks with a weight > 0 are used.
         config: :class:`VLTrainConfig`.
         vqa, captioner: the task wrappers (needed when their weight is > 0).
     """

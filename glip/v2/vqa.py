@@ -82,7 +82,7 @@ class VQABatch:
 
 
 def collate_vqa(items: Sequence, answers: Sequence[str]) -> VQABatch:
-    """:class:`glip.data.synthetic_vl.VLItem` s (task "vqa") -> :class:`VQABatch`; unknown answers raise."""
+    """:class:`glip.data.synthetic.vl.VLItem` s (task "vqa") -> :class:`VQABatch`; unknown answers raise."""
     index = {a: i for i, a in enumerate(answers)}
     missing = [it.answer for it in items if it.answer not in index]
     if missing:
