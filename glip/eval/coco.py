@@ -153,7 +153,9 @@ def check_backend(backend: str) -> None:
             raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     except ImportError:
         package = "pycocotools" if backend == "pycocotools" else "faster-coco-eval"
-        raise ImportError(f"COCO evaluation needs {package}: pip install 'glip[eval]'") from None
+        raise ImportError(
+            f"COCO evaluation needs {package}: pip install '.[eval]' (in the glip checkout)"
+        ) from None
 
 
 def score_coco(
@@ -199,7 +201,9 @@ def score_coco(
                 from pycocotools.coco import COCO
                 from pycocotools.cocoeval import COCOeval
             except ImportError:
-                raise ImportError("COCO evaluation needs pycocotools: pip install 'glip[eval]'") from None
+                raise ImportError(
+                    "COCO evaluation needs pycocotools: pip install '.[eval]' (in the glip checkout)"
+                ) from None
             gt = COCO()
             gt.dataset = gt_dict
             gt.createIndex()

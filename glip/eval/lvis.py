@@ -67,7 +67,9 @@ def _lvis_classes() -> tuple[Any, Any, Any]:
     try:
         from lvis import LVIS, LVISEval, LVISResults
     except ImportError:
-        raise ImportError("LVIS evaluation needs the lvis package: pip install 'glip[eval]'") from None
+        raise ImportError(
+            "LVIS evaluation needs the lvis package: pip install '.[eval]' (in the glip checkout)"
+        ) from None
     return LVIS, LVISEval, LVISResults
 
 

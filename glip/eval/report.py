@@ -5,7 +5,7 @@
 * ``examples.png``: a grid of evaluated images, ground truth in green, the best predictions in colour;
 * Flickr: ``recall.png`` (Recall@k per protocol); ODinW: ``odinw_ap.png`` (AP per dataset and average).
 
-Plots need matplotlib (``pip install 'glip[eval]'``); without it they are skipped with a warning. The
+Plots need matplotlib (``pip install '.[eval]' (in the glip checkout)``); without it they are skipped with a warning. The
 examples grid only needs Pillow.
 """
 
@@ -47,7 +47,9 @@ def _figure(width: float, height: float) -> Any:
         from matplotlib.figure import Figure
     except ImportError:
         if not _warned_matplotlib:
-            logger.warning("matplotlib is not installed: plots skipped (pip install 'glip[eval]')")
+            logger.warning(
+                "matplotlib is not installed: plots skipped (pip install '.[eval]' (in the glip checkout))"
+            )
             _warned_matplotlib = True
         return None
     figure = Figure(figsize=(width, height), dpi=100)

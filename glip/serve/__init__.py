@@ -5,7 +5,7 @@
 * :mod:`glip.serve.server`: running the app with uvicorn, in the foreground or in a background thread.
 * the ``glip serve`` command itself is :mod:`glip.cli.serve`.
 
-Needs the ``serve`` extra: ``pip install "glip[serve]"``.
+Needs the ``serve`` extra: ``pip install '.[serve]' (in the glip checkout)``.
 """
 
 from glip.serve.app import ServeLimits, create_app

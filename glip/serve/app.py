@@ -183,7 +183,9 @@ def create_app(
         from fastapi.responses import HTMLResponse, JSONResponse
         from starlette.exceptions import HTTPException
     except ImportError:
-        raise ImportError('glip serve needs the serve extra: pip install "glip[serve]"') from None
+        raise ImportError(
+            "glip serve needs the serve extra: pip install '.[serve]' (in the glip checkout)"
+        ) from None
 
     limits = ServeLimits(max_upload_bytes, max_pixels, max_prompt_chars)
     batcher = Batcher(predictor, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue)

