@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from glip.images import ImageError, load_image
+from glip.fileio import atomic_save, atomic_write_text
+from glip.images import MAX_PIXELS, ImageError, load_image
 from glip.visualize import draw_prediction
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,6 +54,8 @@ def detect_to_folder(
     threshold: float = 0.5,
     chunk_size: int | None = None,
     masks: bool = False,
+    batch_size: int = 1,
+    max_pixels: int | None = MAX_PIXELS,
     on_skip: Callable[[str], None] | None = None,
     progress: bool = True,
 ) -> FolderDetections:
@@ -62,7 +65,9 @@ def detect_to_folder(
     is built and checked once before any image is read (a bad prompt raises ``PromptError`` and writes
     nothing). An image that cannot be read (``ImageError``) is passed to ``on_skip`` as one line naming
     the file (default: printed to stderr), recorded in ``errors.json`` and skipped. Annotated images are
-    named after the input (``a.jpg`` -> ``a.png``, clashes numbered).
+    named after the input (``a.jpg`` -> ``a.png``, clashes numbered). ``batch_size`` images go through the
+    predictor together (grouped by padded size, so each gets its one-at-a-time result); ``max_pixels``:
+    the decoder's limit (an image over it is reported and skipped). Every file is written atomically.
     """
     from tqdm import tqdm
 
@@ -83,31 +88,57 @@ def detect_to_folder(
     errors: list[dict[str, str]] = []
     used_names: set[str] = set()
     paths = [Path(p) for p in images]
-    for path in tqdm(paths, desc="detect", unit="img", disable=not progress or len(paths) < 2):
-        try:
-            image = load_image(path)
-            prediction = predictor.predict(
-                image,
+
+    def skip(path: Path, exc: Exception) -> None:
+        message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        report(message)
+        errors.append({"file": str(path), "error": message})
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    bar = tqdm(total=len(paths), desc="detect", unit="img", disable=not progress or len(paths) < 2)
+    for start in range(0, len(paths), batch_size):
+        loaded = []
+        for path in paths[start : start + batch_size]:
+            try:
+                loaded.append((path, load_image(path, max_pixels=max_pixels)))
+            except ImageError as exc:
+                skip(path, exc)
+
+        def predict(batch: list[tuple[Path, Any]]) -> list[Any]:
+            return predictor.predict(
+                [image for _, image in batch],
                 classes=classes,
                 caption=caption,
                 phrases=phrases,
                 threshold=threshold,
                 chunk_size=chunk_size,
                 masks=masks,
+                batch_size=batch_size,
+                max_pixels=max_pixels,
             )
-        except ImageError as exc:
-            message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-            report(message)
-            errors.append({"file": str(path), "error": message})
-            continue
-        prediction.source = str(path)
-        records.append(prediction.to_dict())
-        name = path.stem + ".png"
-        while name in used_names:
-            name = f"{Path(name).stem}_{len(used_names)}.png"
-        used_names.add(name)
-        draw_prediction(image, prediction).save(out / name)
-    (out / PREDICTIONS_FILE).write_text(json.dumps(records, indent=1))
+
+        try:
+            done = list(zip(loaded, predict(loaded))) if loaded else []
+        except ImageError:  # an image the model cannot take (too elongated ...): find it, keep the others
+            done = []
+            for item in loaded:
+                try:
+                    done.extend(zip([item], predict([item])))
+                except ImageError as exc:
+                    skip(item[0], exc)
+        for (path, image), prediction in done:
+            prediction.source = str(path)
+            records.append(prediction.to_dict())
+            name = path.stem + ".png"
+            while name in used_names:
+                name = f"{Path(name).stem}_{len(used_names)}.png"
+            used_names.add(name)
+            drawn = draw_prediction(image, prediction)
+            atomic_save(out / name, lambda handle, drawn=drawn: drawn.save(handle, format="PNG"))
+        bar.update(min(batch_size, len(paths) - start))
+    bar.close()
+    atomic_write_text(out / PREDICTIONS_FILE, json.dumps(records, indent=1))
     if errors:
-        (out / ERRORS_FILE).write_text(json.dumps(errors, indent=1))
+        atomic_write_text(out / ERRORS_FILE, json.dumps(errors, indent=1))
     return FolderDetections(records=records, errors=errors, out_dir=out)

@@ -38,7 +38,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     detect.add_argument(
         "--chunk-size", type=int, default=None, help="classes per prompt (default: fill 256 tokens)"
     )
-    detect.add_argument("--batch-size", type=int, default=1)
+    detect.add_argument(
+        "--batch-size", type=int, default=1, help="images per forward pass (same results as one at a time)"
+    )
+    detect.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="largest image (width x height) to decode; larger files are reported and skipped "
+        "(default: PIL's decompression-bomb limit)",
+    )
     add_device_argument(detect)
     detect.add_argument("--out", required=True, help="output directory")
     detect.add_argument(
@@ -123,6 +132,8 @@ def run_detect(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         chunk_size=args.chunk_size,
         masks=mask_head is not None,
+        batch_size=args.batch_size,
+        **({"max_pixels": args.max_pixels} if args.max_pixels is not None else {}),
         on_skip=_skipped("detect"),
     )
     print(

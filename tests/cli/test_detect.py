@@ -275,3 +275,12 @@ def test_detect_to_folder_is_the_library_path(photos, tmp_path):
     assert json.loads((tmp_path / "cli" / "predictions.json").read_text()) == result.records
     with pytest.raises(ValueError, match="exactly one"):
         detect_to_folder(predictor, paths, out_dir=tmp_path / "x", threshold=0.3)
+
+
+def test_detect_batch_size_gives_the_one_at_a_time_results(photos, tmp_path):
+    base = ["detect", str(photos), "--classes", "cat,dog", *MODEL, "--threshold", "0.0"]
+    assert main([*base, "--out", str(tmp_path / "one")]) == 0
+    assert main([*base, "--batch-size", "3", "--out", str(tmp_path / "three")]) == 0
+    one = json.loads((tmp_path / "one" / "predictions.json").read_text())
+    three = json.loads((tmp_path / "three" / "predictions.json").read_text())
+    assert len(one) >= 2 and one == three

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install '.[serve]' in the glip checkout)")
-pytest.importorskip("uvicorn", reason="the serve extra is not installed (pip install '.[serve]' in the glip checkout)")
-pytest.importorskip("httpx", reason="the serve extra is not installed (pip install '.[serve]' in the glip checkout)")
+pytest.importorskip(
+    "fastapi", reason="the serve extra is not installed (pip install '.[serve]' in the glip checkout)"
+)
+pytest.importorskip(
+    "uvicorn", reason="the serve extra is not installed (pip install '.[serve]' in the glip checkout)"
+)
+pytest.importorskip(
+    "httpx", reason="the serve extra is not installed (pip install '.[serve]' in the glip checkout)"
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,62 @@
+"""Writing output files atomically: a temporary file in the same folder, fsync, then ``os.replace``.
+
+A run killed (or a disk that fills up) while writing leaves either the previous file or none at the target
+path, never a half-written one; a symlink planted at the target is replaced, not followed. A full disk is
+one clear ``OSError`` ("no space left on device while writing PATH").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """``with atomic_open(path) as f: f.write(...)``: the file appears at ``path`` only when the block
+    finishes without an error (``mode``: ``"w"`` or ``"wb"``)."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path}") from None
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_open(path, "w", encoding=encoding) as handle:
+        handle.write(text)
+    return Path(path)
+
+
+def atomic_save(path: str | Path, save: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``save(binary_file)`` (e.g. ``lambda f: image.save(f, format="PNG")``) and put the result at
+    ``path`` atomically."""
+    with atomic_open(path, "wb") as handle:
+        save(handle)
+    return Path(path)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
