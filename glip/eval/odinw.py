@@ -59,7 +59,8 @@ class OdinwDataset:
 
 
 def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "dataset"
+    """A dataset name as one folder name under ``out_dir``: no separators, no ``..`` / leading dots."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "dataset"
 
 
 def _read_structured(path: Path) -> Any:

@@ -243,3 +243,16 @@ def test_flickr_with_a_model(tmp_path, coco_set, tiny_random_model):
     assert again == result.metrics
     for name in ("metrics.json", "summary.md", "examples.png", *plot_files("recall.png")):
         assert (out / name).is_file(), name
+
+
+@pytest.mark.parametrize("name", ["..", "../..", ".hidden", "a/../../b"])
+def test_odinw_dataset_names_stay_inside_out_dir(tmp_path, tiny_random_model, name):
+    ann, images = make_coco_set(tmp_path / "a", num_images=1, seed=0)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(f"datasets:\n  - name: '{name}'\n    ann: {ann}\n    images: {images}\n")
+    out = tmp_path / "runs" / "odinw"
+    result = evaluate_odinw(tiny_random_model, suite, EvalOptions(out_dir=out, progress=False, report=False))
+    (folder,) = result.details
+    assert "/" not in folder and not folder.startswith(".")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["odinw"]  # nothing beside out_dir
+    assert (out / folder).is_dir()
