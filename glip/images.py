@@ -87,8 +87,9 @@ def load_image(
     """Return an RGB PIL image.
 
     Args:
-        source: a file path; a PIL image; an array HxWx3/4 uint8 (RGB, or BGR with ``bgr=True``) or HxW
-            gray (uint16 and floats in [0, 1] are scaled); a tensor CxHxW, uint8 or float in [0, 1].
+        source: a file path; a PIL image; an array HxWx3/4 (RGB, or BGR with ``bgr=True``) or HxW gray;
+            a tensor CxHxW. Array / tensor values follow :func:`to_uint8`: uint8 as is, uint16 scaled,
+            other integers in 0..255, floats in [0, 1]; NaN / inf and other dtypes are refused.
         bgr: the array / tensor holds BGR(A) channels (OpenCV's ``cv2.imread``): they are flipped to RGB.
             Files and PIL images carry their own channel order and are decoded as they are.
         max_pixels: files with more pixels (width x height) raise :class:`ImageError` before they are
@@ -128,9 +129,9 @@ def load_image(
             raise ImageError(
                 f"an image tensor must be (C, H, W) with C in 1, 3, 4; got {tuple(tensor.shape)}"
             )
-        if tensor.is_floating_point():
-            tensor = (tensor.clamp(0, 1) * 255).round()
-        return load_image(tensor.to(torch.uint8).permute(1, 2, 0).numpy(), bgr=bgr)
+        if tensor.dtype == torch.bfloat16:
+            tensor = tensor.float()
+        return load_image(tensor.permute(1, 2, 0).numpy(), bgr=bgr)
     if isinstance(source, np.ndarray):
         array = source
         if array.ndim == 3 and array.shape[2] == 1:
@@ -140,18 +141,59 @@ def load_image(
             raise ImageError(f"an image array must be HxW or HxWx3/4 ({what}); got shape {array.shape}")
         if bgr and array.ndim == 3:
             array = np.concatenate([array[:, :, 2::-1], array[:, :, 3:]], axis=2)
-        if array.dtype != np.uint8:
-            if array.dtype == np.uint16:  # 16-bit data: 0..65535 -> 0..255, as for 16-bit files
-                array = np.round(array / 257.0)
-            elif np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
-                array = array * 255.0
-            array = np.clip(np.round(array), 0, 255).astype(np.uint8)
+        array = to_uint8(array)
         if array.shape[0] == 0 or array.shape[1] == 0:
             raise ImageError(f"empty image array of shape {array.shape}")
         return _to_rgb(Image.fromarray(np.ascontiguousarray(array)))
     raise ImageError(
         f"unsupported image type {type(source).__name__}: give a path, PIL image, array or tensor"
     )
+
+
+# values of a float pixel tolerated above 1 (or below 0) and clipped: rounding of a [0, 1] image, not data
+FLOAT_TOLERANCE = 1.0 / 255.0
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """Pixel values -> uint8 by one explicit rule per dtype (never a guess from the data):
+
+    * uint8: as is; uint16: 0..65535 -> 0..255 (``/ 257``, as for 16-bit files);
+    * other integers: must lie in 0..255 (no wrap-around, no saturation);
+    * floats: must be finite and in [0, 1] (``x 255``; up to :data:`FLOAT_TOLERANCE` outside is clipped);
+    * bool, complex, object and other dtypes are refused.
+    Anything else raises :class:`ImageError` saying what to pass instead.
+    """
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return np.round(array / 257.0).astype(np.uint8)
+    if array.dtype == np.bool_ or not (
+        np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+    ):
+        raise ImageError(
+            f"unsupported image array dtype {array.dtype}: give uint8 (0..255), uint16 or floats in [0, 1]"
+        )
+    if array.size == 0:
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 255:
+            raise ImageError(
+                f"an integer image ({array.dtype}) must hold values in 0..255, got {low}..{high}: "
+                "scale it to uint8 (or pass uint16 for 16-bit data)"
+            )
+        return array.astype(np.uint8)
+    values = array.astype(np.float64, copy=False)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values)).sum())
+        raise ImageError(f"the image holds {bad} NaN / infinite value(s): replace them before detecting")
+    low, high = float(values.min()), float(values.max())
+    if low < -FLOAT_TOLERANCE or high > 1.0 + FLOAT_TOLERANCE:
+        raise ImageError(
+            f"a float image must hold values in [0, 1], got {low:g}..{high:g}: divide a 0..255 image by 255 "
+            "(or pass it as uint8)"
+        )
+    return np.clip(np.round(values * 255.0), 0, 255).astype(np.uint8)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")

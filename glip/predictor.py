@@ -280,6 +280,8 @@ class GLIPPredictor:
         Returns:
             I :class:`Prediction`, boxes in original-image pixels, sorted by score.
         """
+        if not (isinstance(threshold, int | float) and 0.0 <= threshold <= 1.0):  # NaN fails this too
+            raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
         self._check_masks(masks)
         if isinstance(images, str | Path) or not isinstance(images, Sequence):
             images = [images]  # type: ignore[list-item]

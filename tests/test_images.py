@@ -88,3 +88,31 @@ def test_exif_transpose_can_be_switched_off(tmp_path):
     Image.new("RGB", (16, 8)).save(path, exif=exif)
     assert load_image(path).size == (8, 16)
     assert load_image(path, exif_transpose=False).size == (16, 8)
+
+
+def test_value_rules_refuse_what_would_be_silently_wrong():
+    import numpy as np
+    import pytest
+    import torch
+
+    from glip.images import ImageError, load_image
+
+    image = np.full((8, 8, 3), 0.5, dtype=np.float32)
+    for bad, pattern in [
+        (np.where(np.eye(8, dtype=bool)[..., None], np.nan, image), "NaN / infinite"),
+        (np.where(np.eye(8, dtype=bool)[..., None], np.inf, image), "NaN / infinite"),
+        (image * 255, r"in \[0, 1\]"),
+        (np.full((8, 8, 3), 300, dtype=np.int16), "0..255"),
+        (np.full((8, 8, 3), -1, dtype=np.int32), "0..255"),
+        (np.ones((8, 8, 3), dtype=bool), "dtype bool"),
+        (np.full((8, 8, 3), None, dtype=object), "dtype object"),
+        (torch.full((3, 8, 8), float("nan")), "NaN"),
+        (torch.full((3, 8, 8), 300, dtype=torch.int16), "0..255"),
+    ]:
+        with pytest.raises(ImageError, match=pattern):
+            load_image(bad)
+    # one pixel a hair above 1 (rounding) is clipped, not a reason to blacken or refuse the image
+    nearly = image.copy()
+    nearly[0, 0, 0] = 1.0001
+    assert np.asarray(load_image(nearly))[1, 1, 0] == 128
+    assert np.asarray(load_image(np.full((8, 8, 3), 200, dtype=np.int16)))[0, 0, 0] == 200

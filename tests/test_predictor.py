@@ -275,8 +275,11 @@ def test_image_input_types_give_the_same_result(predictor, image, tmp_path):
 def test_load_image_value_ranges():
     values = np.arange(256, dtype=np.uint8).reshape(16, 16)
     rgb = np.stack([values, 255 - values, values // 2], axis=-1)
-    for array in (rgb, rgb.astype(np.float32) / 255.0, rgb.astype(np.float64), rgb.astype(np.uint16) * 257):
+    for array in (rgb, rgb.astype(np.float32) / 255.0, rgb.astype(np.int64), rgb.astype(np.uint16) * 257):
         np.testing.assert_array_equal(np.asarray(load_image(array)), rgb)
+    # floats are [0, 1] by rule (not guessed from the maximum): a 0..255 float image is refused, not clipped
+    with pytest.raises(ImageError, match=r"must hold values in \[0, 1\], got 0\.\.255"):
+        load_image(rgb.astype(np.float64))
     tensor = torch.from_numpy(rgb.copy()).permute(2, 0, 1)
     np.testing.assert_array_equal(np.asarray(load_image(tensor)), rgb)
     np.testing.assert_array_equal(np.asarray(load_image(tensor.float() / 255.0)), rgb)
@@ -556,3 +559,9 @@ def test_chunk_size_minus_one_is_one_prompt(predictor, image):
         predictor.predict(image, classes=CLASSES, threshold=0.2),
         atol=0.0,
     )
+
+
+def test_threshold_must_be_a_number_in_0_1(predictor, image):
+    for bad in (float("nan"), -0.1, 1.5, "0.5"):
+        with pytest.raises(ValueError, match=r"threshold must be a number in \[0, 1\]"):
+            predictor.predict(image, classes=["cat"], threshold=bad)
