@@ -1,6 +1,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,tiny,nlp,eval
+EXTRAS ?= dev,tiny,nlp,eval,export
 
 .PHONY: demo test install lint format clean demo-model
 
