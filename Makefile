@@ -1,6 +1,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev,tiny,nlp,eval,serve
+EXTRAS ?= dev,tiny,nlp,eval,export,serve
 
 .PHONY: demo test install lint format clean demo-model
 

@@ -82,7 +82,8 @@ class BiMultiHeadAttention(nn.Module):
         text_to_vision = torch.einsum("bhtd,chd->bhtc", value_text, w_out)  # (B, h, T, Cv)
         w_value = self.vision_value.weight.view(heads, dim, vision_dim)  # (h, d, Cv)
         mask_fill = None
-        if text_mask is not None and bool((text_mask == 0).any()):
+        # exporting (glip.export): always masked, since the padding of a traced graph's inputs is not known
+        if text_mask is not None and (torch.compiler.is_exporting() or bool((text_mask == 0).any())):
             mask_fill = text_mask.to(vision.dtype).masked_fill(text_mask == 0, TEXT_MASK_FILL)  # (B, T)
 
         # Heads are processed in groups so that the (B, N, h, T) logits and the two softmaxes over them

@@ -114,8 +114,8 @@ def window_attention_mask(
     Returns:
         ``(num_windows, w*w, w*w)`` float32 with ``num_windows = Hp/w * Wp/w``.
     """
-    hp = -(-height // window_size) * window_size
-    wp = -(-width // window_size) * window_size
+    hp = (height + window_size - 1) // window_size * window_size  # ceil; no negative floor division (ONNX)
+    wp = (width + window_size - 1) // window_size * window_size
     n = window_size * window_size
     num_windows = (hp // window_size) * (wp // window_size)
     if shift == 0:

@@ -4,6 +4,7 @@
 * a released name (``glip_t``, ``glip_l`` ...), resolved through ``huggingface_hub`` when online, or
   found in ``$GLIP_HOME`` (default ``~/.cache/glip``) when the file was downloaded by hand;
 * a directory written by :func:`save_model` (``config.json`` + ``model.safetensors``);
+* a Hugging Face Hub repository ``"user/repo"`` holding such a directory (:mod:`glip.weights.hub`);
 * an official ``.pth`` (bare state dict or ``{"model": ...}``, optional ``module.`` prefix, fp16 or fp32),
   with the architecture from ``config=`` (a preset name, a :class:`GLIPConfig` or an official YAML) or
   inferred from the tensor shapes for GLIP-T / GLIP-T (A) / GLIP-L.
@@ -290,6 +291,10 @@ def load_model(
         model = load_saved(path, strict)
     elif path.exists():
         model, _ = load_official(path, config, strict, trust_pickle)
+    elif text.count("/") == 1:  # a Hub repository "user/repo" in glip's format (glip.weights.hub)
+        from glip.weights.hub import download
+
+        model = load_saved(download(text), strict)
     else:
         known = ", ".join(sorted(RELEASED))
         raise CheckpointError(f"no such model or file: {text!r} (released names: {known})")

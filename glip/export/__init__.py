@@ -1,0 +1,1 @@
+"""Exporting GLIP for serving: ONNX (:mod:`glip.export.onnx`)."""
