@@ -26,16 +26,10 @@ import torch
 from glip.config import GLIPConfig, get_preset
 from glip.models.glip import GLIP, build_model
 from glip.weights.convert import LoadReport, from_official, normalize_official_state
+from glip.weights.format import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from glip.weights.registry import RELEASED, WeightsInfo
 
 logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be read or does not fit the architecture; the message says why."""
 
 
 def glip_home() -> Path:

@@ -227,7 +227,7 @@ def test_masks_are_returned_as_rle_when_the_model_has_a_mask_head(demo_predictor
     import torch
 
     from glip.predictor import GLIPPredictor
-    from glip.v2.segmentation import MaskHead, MaskHeadConfig
+    from glip.models.mask_head import MaskHead, MaskHeadConfig
 
     torch.manual_seed(0)
     config = demo_predictor.model.config

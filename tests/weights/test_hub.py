@@ -14,7 +14,7 @@ import torch
 
 from glip.config import get_preset
 from glip.models.glip import build_model
-from glip.weights import hub
+from glip.weights import hub, publish
 from glip.weights.loading import load_model
 
 hub_constants = pytest.importorskip("huggingface_hub.constants")
@@ -149,7 +149,7 @@ def _model():  # type: ignore[no-untyped-def]
 
 def test_push_then_load_gives_identical_tensors(fake_hub) -> None:  # type: ignore[no-untyped-def]
     model = _model()
-    url = hub.push_to_hub(model, "someone/tiny", metrics={"AP": 0.123}, training_data="synthetic shapes")
+    url = publish.push_to_hub(model, "someone/tiny", metrics={"AP": 0.123}, training_data="synthetic shapes")
     assert "someone/tiny/commit/" in url
     assert {"config.json", "model.safetensors", "README.md"} <= set(fake_hub.repos["someone/tiny"])
     card = fake_hub.repos["someone/tiny"]["README.md"].decode()
@@ -184,7 +184,7 @@ def test_missing_repo_is_one_clear_error(fake_hub) -> None:  # type: ignore[no-u
 
 def test_save_pretrained_writes_card_and_mask_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = _model()
-    out = hub.save_pretrained(model, tmp_path / "m", metrics={"R@1": 0.5})
+    out = publish.save_pretrained(model, tmp_path / "m", metrics={"R@1": 0.5})
     assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "README.md"}
     text = (out / "README.md").read_text()
     assert "parameters" in text and "R@1" in text

@@ -1,0 +1,152 @@
+"""Publishing glip models: ``save_pretrained`` (glip's format + a generated model card) and ``push_to_hub``.
+
+See :mod:`glip.weights.hub` for the repository layout and :func:`glip.weights.loading.load_model` for loading
+``"user/repo"`` back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from glip.weights.hub import README_FILE, HubError, endpoint, is_repo_id, offline
+from glip.weights.loading import save_model
+
+
+def model_card(
+    model: Any,
+    repo_id: str | None = None,
+    training_data: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    notes: str | None = None,
+) -> str:
+    """A README.md model card: preset, parameter count, training data summary and metrics when given."""
+    config = model.config
+    parameters = sum(p.numel() for p in model.parameters())
+    title = repo_id or config.name
+    lines = [
+        "---",
+        "library_name: glip",
+        "pipeline_tag: zero-shot-object-detection",
+        "tags:",
+        "- glip",
+        "- object-detection",
+        "- phrase-grounding",
+        "---",
+        "",
+        f"# {title}",
+        "",
+        "A GLIP / GLIPv2 detector saved by the `glip` package (pure PyTorch): `config.json` holds the "
+        "architecture, `model.safetensors` the weights.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| preset | `{config.name}` |",
+        f"| backbone | `{type(config.backbone).__name__}` |",
+        f"| parameters | {parameters:,} ({parameters / 1e6:.1f} M) |",
+        f"| text encoder | `{config.text.pretrained or 'BERT (in the weights)'}` |",
+        f"| max query length | {config.text.max_query_len} |",
+    ]
+    if training_data:
+        lines += ["", "## Training data", "", training_data.strip()]
+    if metrics:
+        lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {name} | {value:.4g} |" for name, value in metrics.items()]
+    if notes:
+        lines += ["", "## Notes", "", notes.strip()]
+    load_id = repo_id or "user/repo"
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from glip.predictor import GLIPPredictor",
+        "",
+        f'predictor = GLIPPredictor.from_pretrained("{load_id}")',
+        'prediction = predictor.predict("image.jpg", classes=["person", "dog"])',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def save_pretrained(
+    model: Any,
+    directory: str | Path,
+    *,
+    repo_id: str | None = None,
+    training_data: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    notes: str | None = None,
+    mask_head: Any = None,
+    skip_pretrained_text: bool = False,
+    half: bool = False,
+) -> Path:
+    """:func:`glip.weights.loading.save_model` + a generated ``README.md`` (+ the mask head if given)."""
+    directory = save_model(model, directory, skip_pretrained_text=skip_pretrained_text, half=half)
+    if mask_head is not None:
+        from glip.models.mask_head import save_mask_head
+
+        save_mask_head(mask_head, directory)
+    (directory / README_FILE).write_text(model_card(model, repo_id, training_data, metrics, notes))
+    return directory
+
+
+def push_to_hub(
+    model: Any,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str = "Upload glip model",
+    revision: str | None = None,
+    training_data: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    notes: str | None = None,
+    mask_head: Any = None,
+    skip_pretrained_text: bool = False,
+    half: bool = False,
+    ignore_patterns: Sequence[str] | None = None,
+) -> str:
+    """Save the model (:func:`save_pretrained`) to a temporary folder and upload it; returns the commit URL.
+
+    Creates the repository when needed (``HfApi.create_repo(exist_ok=True)``) and uploads the folder in one
+    commit (``HfApi.upload_folder``). ``HF_ENDPOINT`` selects the server, ``token`` (or the login) the user.
+    """
+    import tempfile
+
+    from huggingface_hub import HfApi
+
+    if not is_repo_id(repo_id):
+        raise HubError(f"{repo_id!r} is not a Hub repository id of the form 'user/repo'")
+    if offline():
+        raise HubError("HF_HUB_OFFLINE is set: unset it to push to the Hub")
+    api = HfApi(endpoint=endpoint(), token=token)
+    with tempfile.TemporaryDirectory(prefix="glip-push-") as tmp:
+        folder = save_pretrained(
+            model,
+            tmp,
+            repo_id=repo_id,
+            training_data=training_data,
+            metrics=metrics,
+            notes=notes,
+            mask_head=mask_head,
+            skip_pretrained_text=skip_pretrained_text,
+            half=half,
+        )
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            info = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(folder),
+                commit_message=commit_message,
+                revision=revision,
+                ignore_patterns=list(ignore_patterns) if ignore_patterns else None,
+            )
+        except Exception as exc:
+            raise HubError(
+                f"could not push to {repo_id!r}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                ". Log in (huggingface-cli login or token=...) with write access, or check HF_ENDPOINT."
+            ) from exc
+    return str(getattr(info, "commit_url", info))
