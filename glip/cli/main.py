@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from glip.cli import convert, detect, models, pseudo_label, serve, synth, train
+from glip.cli import convert, detect, export, models, pseudo_label, serve, synth, train
 from glip.cli import eval as eval_cli
 
 # subcommand -> its help epilog (every one starts with "examples:")
@@ -26,6 +26,7 @@ EXAMPLES = {
     "eval": eval_cli.EXAMPLES,
     "synth": synth.EXAMPLES,
     "serve": serve.SERVE_EXAMPLES,
+    "export": export.EXAMPLES,
 }
 
 
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.add_parser(sub)
     synth.add_parser(sub)
     serve.add_parser(sub)
+    export.add_parser(sub)
     return parser
 
 

@@ -109,3 +109,13 @@ def test_device_defaults_to_auto_and_a_bad_one_exits_2(command, tmp_path, capsys
     assert main([*argv, "--device", "tpu0"]) == 2
     err = capsys.readouterr().err
     assert f"glip {command}: error: unknown device 'tpu0'" in err and "Traceback" not in err
+
+
+def test_export_is_a_command_with_examples(capsys):
+    from glip.cli.main import build_parser
+
+    args = build_parser().parse_args(["export", "--model", "random:tiny_random", "--out", "x"])
+    assert (args.format, tuple(args.image_size), args.num_tokens) == ("onnx", (320, 320), 16)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["export", "--out", "x", "--format", "tensorrt"])
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
