@@ -56,6 +56,33 @@ def atomic_save(path: str | Path, save: Callable[[IO[bytes]], None]) -> Path:
     return Path(path)
 
 
+def atomic_write_path(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` (for writers that take a path: ``torch.save``, safetensors' ``save_file``)
+    and put the result at ``path`` atomically, with the umask's permissions (``mkstemp`` alone gives 0600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path}") from None
+        raise
+    except RuntimeError as exc:  # torch.save reports a full disk as "basic_ios::clear: iostream error"
+        if "iostream error" in str(exc) or "No space left" in str(exc):
+            raise OSError(errno.ENOSPC, f"could not write {path} (no space left on device?): {exc}") from None
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)

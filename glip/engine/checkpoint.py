@@ -11,15 +11,15 @@ cannot run code on ``--resume``. A file that needs full unpickling is refused un
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from glip.fileio import atomic_write_path
 
 LAST = "last.pt"
 
@@ -70,18 +70,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """``torch.save`` to a temporary file in the same directory, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """``torch.save`` to a temporary file in the same directory, then rename over ``path``
+    (:func:`glip.fileio.atomic_write_path`: the umask's permissions, a full disk named)."""
+    return atomic_write_path(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, Any]:

@@ -17,13 +17,13 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from glip.config import GLIPConfig, get_preset
+from glip.fileio import atomic_write_path, atomic_write_text
 from glip.models.glip import GLIP, build_model
 from glip.weights.convert import LoadReport, from_official, normalize_official_state
 from glip.weights.format import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
@@ -187,20 +187,9 @@ def save_model(
         state = {k: v for k, v in state.items() if not k.startswith(PRETRAINED_TEXT_PREFIX)}
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
-    _atomic_write(directory / CONFIG_FILE, lambda tmp: Path(tmp).write_text(model.config.to_json()))
+    atomic_write_path(directory / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+    atomic_write_text(directory / CONFIG_FILE, model.config.to_json())
     return directory
-
-
-def _atomic_write(target: Path, write) -> None:  # type: ignore[no-untyped-def]
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load_saved(directory: str | Path, strict: bool = True) -> GLIP:

@@ -66,3 +66,15 @@ def test_empty_or_truncated_checkpoint_is_one_clear_error(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(CheckpointLoadError, match="delete it to start over"):
         load_checkpoint(path)
+
+
+def test_checkpoints_respect_the_umask_and_leave_no_temp_file(tmp_path):
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "last.pt", {"step": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
