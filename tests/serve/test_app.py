@@ -226,8 +226,8 @@ def test_one_bad_image_in_a_batch_does_not_fail_the_others(demo_predictor):
 def test_masks_are_returned_as_rle_when_the_model_has_a_mask_head(demo_predictor):
     import torch
 
-    from glip.predictor import GLIPPredictor
     from glip.models.mask_head import MaskHead, MaskHeadConfig
+    from glip.predictor import GLIPPredictor
 
     torch.manual_seed(0)
     config = demo_predictor.model.config
