@@ -293,15 +293,22 @@ def detection_masks(
 # ----------------------------------------------------------------------------------------------- saving
 
 
-def save_mask_head(mask_head: MaskHead, directory: str | Path) -> Path:
-    """Write ``mask_head.safetensors`` + ``mask_head.json`` into ``directory`` (e.g. beside a saved model)."""
+def save_mask_head(mask_head: MaskHead, directory: str | Path, half: bool = False) -> Path:
+    """Write ``mask_head.safetensors`` + ``mask_head.json`` into ``directory`` (e.g. beside a saved model),
+    atomically; ``half``: floating-point weights stored as fp16 (loaded back as fp32)."""
     from safetensors.torch import save_file
+
+    from glip.fileio import atomic_write_path, atomic_write_text
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in mask_head.state_dict().items()}
-    save_file(state, str(directory / MASK_HEAD_WEIGHTS_FILE))
-    (directory / MASK_HEAD_CONFIG_FILE).write_text(json.dumps(mask_head.config.to_dict(), indent=2) + "\n")
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    atomic_write_path(directory / MASK_HEAD_WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+    atomic_write_text(
+        directory / MASK_HEAD_CONFIG_FILE, json.dumps(mask_head.config.to_dict(), indent=2) + "\n"
+    )
     return directory
 
 
@@ -322,7 +329,8 @@ def load_mask_head(path: str | Path, device: str | torch.device = "cpu") -> Mask
         if not needed.is_file():
             raise FileNotFoundError(f"mask head file not found: {needed} (written by save_mask_head)")
     head = MaskHead(MaskHeadConfig.from_dict(json.loads(config_file.read_text())))
-    head.load_state_dict(load_file(str(weights)), strict=True)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    head.load_state_dict(state, strict=True)
     return head.to(device).eval()
 
 
