@@ -1,34 +1,22 @@
-"""GLIPv2 captioning: next-token prediction in causal mode, greedy / beam-search decoding, grounded words.
-
-GLIPv2 (paper section 3.3) trains captioning "with the unidirectional language modelling loss, which
-maximises the likelihood of the next word given the context", with "a unidirectional attention mask, and the
-image part prevented from attending to the text in the fusion layers"; grounded captioning also localises
-each decoded word. Here:
-
-    [CLS] w1 .. wn [SEP] (B, T) --GLIP(causal=True)--> fused text (B, T, D), S_ground (B, A, T)
-    fused text --CaptionHead (Linear-GELU-LayerNorm, decoder tied to the word embeddings)--> (B, T, V)
-    position t predicts token t + 1 (cross-entropy over the real next tokens)
-
-In causal mode (:meth:`glip.models.glip.GLIP.forward`) the logits of token t do not depend on later tokens
-and the image features do not depend on the text, so decoding re-runs the head on the growing prefix with the
-backbone computed once, and the grounding logits of word t (S_ground column t) are those it had when it was
-decoded: one final forward of the caption gives every word's box.
-"""
+"""GLIPv2 captioning training and scoring: the causal language-modelling loss (+ word grounding) and caption
+metrics. The model (:class:`GLIPForCaptioning`, decoding, grounded words) is :mod:`glip.models.captioning`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from glip.data.types import Batch
 from glip.losses.grounding import output_losses
-from glip.models.glip import GLIP, GLIPOutput
-from glip.preprocess import ImageBatch
-from glip.text.tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, UNK_ID, get_tokenizer
+from glip.models.captioning import (
+    CaptionHead,
+    CaptionOutput,
+    CaptionPrediction,
+    GLIPForCaptioning,
+    GroundedWord,
+)
 
 __all__ = [
     "CaptionHead",
@@ -39,211 +27,6 @@ __all__ = [
     "caption_losses",
     "caption_scores",
 ]
-
-#: Tokens never generated ([SEP] ends a caption and stays allowed).
-_BANNED = (PAD_ID, UNK_ID, CLS_ID, MASK_ID)
-
-
-class CaptionHead(nn.Module):
-    """Next-token logits: Linear(D, D) -> GELU -> LayerNorm -> (word embeddings)^T + bias.
-
-    The decoder matrix is the text encoder's word-embedding table, passed at call time (tied, not copied:
-    no duplicate tensor in the state dict).
-    """
-
-    def __init__(self, hidden_dim: int, vocab_size: int, eps: float = 1e-12) -> None:
-        super().__init__()
-        self.transform = nn.Sequential(
-            nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.LayerNorm(hidden_dim, eps=eps)
-        )
-        self.bias = nn.Parameter(torch.zeros(vocab_size))
-
-    def forward(self, fused_text: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        """fused_text: (B, T, D); word_embeddings: (V, D) -> logits (B, T, V)."""
-        return self.transform(fused_text) @ word_embeddings.t() + self.bias
-
-
-@dataclass
-class CaptionOutput:
-    """token_logits: (B, T, V) next-token logits (position t predicts token t + 1); glip: the causal forward."""
-
-    token_logits: torch.Tensor
-    glip: GLIPOutput
-
-
-@dataclass
-class GroundedWord:
-    """A decoded word and its best box (xyxy, network-input frame) and score; None when nothing scored."""
-
-    word: str
-    box: list[float] | None
-    score: float
-
-
-@dataclass
-class CaptionPrediction:
-    """A generated caption: text, token ids (no [CLS] / [SEP]) and, if asked, each word with its box."""
-
-    text: str
-    token_ids: list[int]
-    words: list[GroundedWord] | None = None
-
-
-class GLIPForCaptioning(nn.Module):
-    """GLIP in causal mode + :class:`CaptionHead` tied to the text encoder's word embeddings."""
-
-    def __init__(self, glip: GLIP) -> None:
-        super().__init__()
-        self.glip = glip
-        embeddings = self.word_embeddings()
-        self.head = CaptionHead(embeddings.shape[1], embeddings.shape[0])
-
-    def word_embeddings(self) -> torch.Tensor:
-        """(V, D) the text encoder's input word embeddings (the tied decoder)."""
-        return self.glip.text_encoder.bert.get_input_embeddings().weight
-
-    def forward(
-        self,
-        images: ImageBatch,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        fpn: list[torch.Tensor] | None = None,
-    ) -> CaptionOutput:
-        """images: (B, 3, H, W) padded; input_ids / attention_mask: (B, T) -> :class:`CaptionOutput`."""
-        output = self.glip(images, input_ids, attention_mask, fpn=fpn, causal=True)
-        return CaptionOutput(self.head(output.head.fused_text, self.word_embeddings()), output)
-
-    # ------------------------------------------------------------------ decoding
-    def _next_log_probs(self, fpn: list[torch.Tensor], sizes: list, ids: torch.Tensor) -> torch.Tensor:
-        """Log-probabilities (B, V) of the token after the prefixes ``ids`` (B, t) (all real tokens)."""
-        images = ImageBatch(fpn[0].new_zeros(0), sizes)
-        out = self(images, ids, torch.ones_like(ids), fpn=fpn)
-        logits = out.token_logits[:, -1].clone()
-        logits[:, list(_BANNED)] = float("-inf")
-        return logits.log_softmax(dim=-1)
-
-    @torch.no_grad()
-    def greedy(self, images: ImageBatch, max_length: int = 32) -> list[list[int]]:
-        """Greedy decoding of one caption per image: token ids without [CLS] / [SEP] (at most ``max_length``)."""
-        fpn = self.glip.encode_images(images.tensors)
-        batch = images.tensors.shape[0]
-        ids = torch.full((batch, 1), CLS_ID, dtype=torch.long, device=images.tensors.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=ids.device)
-        for _ in range(max_length):
-            log_probs = self._next_log_probs(fpn, list(images.image_sizes), ids)
-            token = log_probs.argmax(dim=-1)
-            token = torch.where(done, torch.full_like(token, SEP_ID), token)
-            ids = torch.cat([ids, token[:, None]], dim=1)
-            done |= token == SEP_ID
-            if bool(done.all()):
-                break
-        return [_strip(row.tolist()) for row in ids]
-
-    @torch.no_grad()
-    def beam_search(
-        self, images: ImageBatch, beam_size: int = 3, max_length: int = 32, length_penalty: float = 0.0
-    ) -> list[list[int]]:
-        """Beam search per image; a finished caption scores ``log p / length ** length_penalty``.
-
-        Keeps ``beam_size`` unfinished beams; stops once ``beam_size`` captions ended with [SEP] (or at
-        ``max_length`` tokens, where the unfinished beams count as finished). ``beam_size=1`` is greedy.
-        """
-        if beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-        fpn_all = self.glip.encode_images(images.tensors)
-        results = []
-        for index, size in enumerate(images.image_sizes):
-            fpn_one = [level[index : index + 1] for level in fpn_all]
-            alive: list[tuple[list[int], float]] = [([CLS_ID], 0.0)]
-            finished: list[tuple[list[int], float]] = []
-            for _ in range(max_length):
-                ids = torch.tensor([seq for seq, _ in alive], dtype=torch.long, device=fpn_one[0].device)
-                fpn = [level.expand(len(alive), -1, -1, -1) for level in fpn_one]
-                log_probs = self._next_log_probs(fpn, [size] * len(alive), ids)  # (beams, V)
-                top_lp, top_ids = log_probs.topk(beam_size, dim=-1)
-                candidates = [
-                    (score + float(lp), seq, int(tok))
-                    for (seq, score), lps, toks in zip(alive, top_lp, top_ids)
-                    for lp, tok in zip(lps, toks)
-                ]
-                candidates.sort(key=lambda c: -c[0])
-                alive = []
-                for score, seq, tok in candidates:
-                    if tok == SEP_ID:
-                        finished.append((seq + [tok], score))
-                    elif len(alive) < beam_size:
-                        alive.append((seq + [tok], score))
-                    if len(alive) == beam_size:
-                        break
-                if len(finished) >= beam_size or not alive:
-                    break
-            finished.extend(alive)  # max_length reached: unfinished beams compete too
-
-            def normalised(item: tuple[list[int], float]) -> float:
-                length = max(len(_strip(item[0])), 1)
-                return item[1] / length**length_penalty
-
-            best = max(finished, key=normalised)
-            results.append(_strip(best[0]))
-        return results
-
-    @torch.no_grad()
-    def generate(
-        self, images: ImageBatch, beam_size: int = 1, max_length: int = 32, ground: bool = False
-    ) -> list[CaptionPrediction]:
-        """Captions for ``images`` (greedy when ``beam_size == 1``); ``ground``: every word gets a box."""
-        sequences = (
-            self.greedy(images, max_length)
-            if beam_size == 1
-            else self.beam_search(images, beam_size, max_length)
-        )
-        tokenizer = get_tokenizer()
-        predictions = [CaptionPrediction(tokenizer.decode(ids), ids) for ids in sequences]
-        if ground:
-            for index, prediction in enumerate(predictions):
-                one = ImageBatch(images.tensors[index : index + 1], [images.image_sizes[index]])
-                prediction.words = self.ground_words(one, prediction.token_ids)
-        return predictions
-
-    @torch.no_grad()
-    def ground_words(self, image: ImageBatch, token_ids: Sequence[int]) -> list[GroundedWord]:
-        """Box each word of a caption (ids without [CLS] / [SEP]) on one image: S_ground of the word's tokens
-        in the causal forward (as at decoding time), the model's post-processing, the best box per word."""
-        tokenizer = get_tokenizer()
-        pieces = tokenizer.convert_ids_to_tokens(list(token_ids))
-        words: list[tuple[str, list[int]]] = []
-        for position, piece in enumerate(pieces, start=1):  # position 0 is [CLS]
-            if piece.startswith("##") and words:
-                words[-1] = (words[-1][0] + piece[2:], [*words[-1][1], position])
-            else:
-                words.append((piece, [position]))
-        if not words:
-            return []
-        ids = torch.tensor([[CLS_ID, *token_ids]], dtype=torch.long, device=image.tensors.device)
-        output = self(image, ids, torch.ones_like(ids))
-        label_to_tokens = {k + 1: positions for k, (_, positions) in enumerate(words)}
-        detections = self.glip.postprocess(output.glip, label_to_tokens)[0]
-        grounded = []
-        for k, (word, _) in enumerate(words):
-            mine = detections.labels == k + 1
-            if bool(mine.any()):
-                best = int(torch.argmax(torch.where(mine, detections.scores, -1.0)))
-                grounded.append(
-                    GroundedWord(word, detections.boxes[best].tolist(), float(detections.scores[best]))
-                )
-            else:
-                grounded.append(GroundedWord(word, None, 0.0))
-        return grounded
-
-
-def _strip(ids: Sequence[int]) -> list[int]:
-    """Token ids without the leading [CLS] and from the first [SEP] / [PAD] on."""
-    out = []
-    for token in ids[1:] if ids and ids[0] == CLS_ID else ids:
-        if token in (SEP_ID, PAD_ID):
-            break
-        out.append(int(token))
-    return out
 
 
 def caption_losses(
