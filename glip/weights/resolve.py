@@ -3,7 +3,7 @@
 ``resolve_model(name)`` takes
 * ``None``: the bundled demo model when it is installed, else a randomly initialised ``tiny_random``
   (both with a warning saying what they are);
-* ``"demo"``: the bundled demo model;
+* ``"demo"`` / ``"demo_v2"``: the bundled GLIP / GLIPv2 demo models;
 * ``"random:PRESET"``: a randomly initialised PRESET (seed 0, zero score bias so it shows some boxes);
 * anything :func:`glip.weights.loading.load_model` accepts (released name, saved directory, ``.pth``).
 """
@@ -46,8 +46,8 @@ def resolve_model(
             "coloured shapes (glip synth). Pass --model glip_t (or a checkpoint path) for real images."
         )
         return load_model(demo.DEMO_MODEL_DIR, device=target)
-    if text == "demo":
-        return load_model(demo.DEMO_MODEL_DIR, device=target)
+    if text in demo.BUNDLED:
+        return load_model(text, device=target)
     if text is None or text.startswith(RANDOM_PREFIX):
         preset = "tiny_random" if text is None else text[len(RANDOM_PREFIX) :]
         logger.warning(
