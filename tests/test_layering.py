@@ -2,22 +2,43 @@
 functions included, has no cycle between files or between packages, and lower layers never import the
 applications or the CLI.
 
-Target layering (top imports bottom, never the reverse)::
+Target layering (top imports bottom, never the reverse), as ``FLOORS`` below states it::
 
-    cli/  ->  eval/ selftrain/ v2  ->  predictor.py  ->  engine/  ->  weights/ data/  ->  losses/  ->  models/
-          ->  text/ config.py preprocess.py postprocess.py images.py runtime.py memory.py visualize.py
+    cli/  ->  glip/__init__.py (the public face)
+          ->  eval/ selftrain/ v2/ serve/ export/ detect.py  ->  predictor.py  ->  engine/  ->  weights/ data/
+          ->  losses/  ->  models/
+          ->  text/ config.py preprocess.py postprocess.py images.py runtime.py memory.py visualize.py box_coder.py
+              fileio.py
+
+Names loaded lazily count as imports: the values of a package's ``_EXPORTS`` map (PEP 562 ``__getattr__``),
+``importlib.import_module("glip....")`` with a literal name, and ``from package import name`` resolves to the
+module that ``_EXPORTS`` names for it.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 from functools import cache
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "glip"
-PACKAGES = ("cli", "eval", "engine", "models", "data", "losses", "text", "weights", "selftrain", "v2")
+PACKAGES = (
+    "cli",
+    "eval",
+    "engine",
+    "models",
+    "data",
+    "losses",
+    "text",
+    "weights",
+    "selftrain",
+    "v2",
+    "serve",
+    "export",
+)
 LOWER = ("models", "data", "losses", "engine", "text")
 APPLICATIONS = ("glip.v2", "glip.cli", "glip.eval")
 
@@ -42,13 +63,42 @@ def _known(name: str) -> str | None:
     return None
 
 
+@cache
+def lazy_exports(package: str) -> dict[str, str]:
+    """``public name -> defining module`` of a package that loads its names lazily through ``_EXPORTS``.
+
+    The package's ``__init__`` is imported to read the map (those faces import nothing heavy)."""
+    if not modules()[package].name == "__init__.py":
+        return {}
+    if "_EXPORTS" not in modules()[package].read_text():
+        return {}
+    exports = importlib.import_module(package)._EXPORTS
+    return {k: v if v.startswith("glip.") else f"{package}.{v}" for k, v in exports.items()}
+
+
+def _literal_import_module(node: ast.AST) -> str | None:
+    """The module named by ``importlib.import_module("glip....")`` / ``import_module(...)`` with a literal."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func = node.func
+    called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    first = node.args[0]
+    if called == "import_module" and isinstance(first, ast.Constant) and isinstance(first.value, str):
+        return first.value
+    return None
+
+
 def imports_of(name: str) -> set[str]:
-    """The glip modules ``name`` imports anywhere in its file (top level, functions, TYPE_CHECKING)."""
+    """The glip modules ``name`` imports anywhere in its file (top level, functions, TYPE_CHECKING), lazily
+    loaded ones included (see the module docstring)."""
     path = modules()[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
+    found: set[str] = set(lazy_exports(name).values()) - {name}
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
+        literal = _literal_import_module(node)
+        if literal is not None:
+            targets = [literal]
+        elif isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: resolve against this module's package
@@ -56,8 +106,10 @@ def imports_of(name: str) -> set[str]:
                 source = ".".join([*base, node.module] if node.module else base)
             else:
                 source = node.module or ""
-            # `from pkg import submodule` imports the submodule; `from mod import name` the module
-            targets = [f"{source}.{alias.name}" for alias in node.names]
+            # `from pkg import submodule` imports the submodule; `from mod import name` the module; a name that
+            # a package loads lazily, the module that defines it
+            lazy = lazy_exports(source) if source in modules() else {}
+            targets = [lazy.get(alias.name, f"{source}.{alias.name}") for alias in node.names]
         else:
             continue
         for target in targets:
@@ -142,6 +194,59 @@ def test_the_graph_sees_function_level_and_relative_imports():
     assert {"glip.eval.hooks"} <= graph()["glip.cli.train"]
 
 
+def test_the_graph_sees_lazy_imports():
+    assert {"glip.models.glip", "glip.weights.loading"} <= graph()["glip"]  # glip.__getattr__ via _EXPORTS
+    assert "glip.weights.resolve" in graph()["glip.weights"]  # import_module("glip.weights.resolve")
+    assert "glip.data.synthetic.vocabulary" in graph()["glip.data.synthetic"]  # relative _EXPORTS values
+    assert _known("glip.data.types") is not None and lazy_exports("glip.data")["collate"] == "glip.data.types"
+
+
+#: the floor of every node of ``package_graph`` (higher imports lower, never the reverse; same floor: sideways)
+FLOORS: dict[str, int] = {
+    **dict.fromkeys(
+        (
+            "glip.text",
+            "glip.config",
+            "glip.preprocess",
+            "glip.postprocess",
+            "glip.images",
+            "glip.runtime",
+            "glip.memory",
+            "glip.visualize",
+            "glip.box_coder",
+            "glip.fileio",
+        ),
+        0,
+    ),
+    "glip.models": 1,
+    "glip.losses": 2,
+    "glip.data": 3,
+    "glip.weights": 3,
+    "glip.engine": 4,
+    "glip.predictor": 5,
+    **dict.fromkeys(
+        ("glip.eval", "glip.selftrain", "glip.v2", "glip.serve", "glip.export", "glip.detect"),
+        6,
+    ),
+    "glip": 7,  # the public face: only the CLI (and users) import it
+    "glip.cli": 8,
+}
+
+
+def test_every_module_has_a_floor():
+    assert sorted(set(package_graph()) - set(FLOORS)) == []
+
+
+def test_no_upward_import():
+    upward = sorted(
+        f"{source} -> {target}"
+        for source, targets in package_graph().items()
+        for target in targets
+        if FLOORS.get(target, -1) > FLOORS.get(source, -1)
+    )
+    assert upward == []
+
+
 def test_no_cycle_between_files():
     assert cycles(graph()) == []
 
@@ -214,4 +319,21 @@ def test_weights_import_no_synthetic_generator():
                 bad += [
                     f"{name}: import {a.name}" for a in node.names if a.name.startswith("glip.data.synthetic")
                 ]
+    assert bad == []
+
+
+def test_the_library_imports_no_scripts():
+    """experiments/, benchmarks/ and tests/ stand outside the library: glip/ never imports them."""
+    bad = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                sources = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                sources = [node.module or ""]
+            else:
+                continue
+            bad += [
+                f"{name} -> {s}" for s in sources if s.split(".")[0] in {"experiments", "benchmarks", "tests"}
+            ]
     assert bad == []

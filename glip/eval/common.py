@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -209,12 +208,3 @@ def load_eval_image(path: Path, where: str, max_pixels: int | None = None) -> An
         return load_image(path, max_pixels=max_pixels)
     except ImageError as exc:
         raise EvalError(f"{where}: cannot read image {path}: {exc}") from None
-
-
-def default_device() -> str:
-    """``cuda:LOCAL_RANK`` when a GPU is visible, else ``cpu``."""
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return "cpu"

@@ -2,28 +2,18 @@
 
 The head, its inference and its files are :mod:`glip.models.mask_head`; this module trains it.
 
-Per box (ground-truth boxes in training, detected boxes at inference):
-
-    tower features (HeadOutput.features, L maps (B, C, H_l, W_l))
-      --RoIAlign (level by box size, as FPN's Mask R-CNN)--> (K, C, 14, 14)
-      --num_convs x (3x3 conv + ReLU), 2x transposed conv + ReLU, 1x1 conv--> pixel embeddings (K, E, 28, 28)
-    fused text (HeadOutput.fused_text, (B, T, D)) --mean over the box's phrase tokens--> (K, D)
-      --LayerNorm + Linear--> word embedding (K, E)
-    mask logit = <pixel embedding, word embedding> / sqrt(E) + bias                     -> (K, 28, 28)
-
-This is the classification-to-matching trick of GLIP applied to pixels: a pixel is "in the mask" when its
-embedding matches the words of the box's phrase, so the head has no class-specific output and works for any
-vocabulary. Training: BCE against the ground-truth mask sampled on the same 28 x 28 grid of the box
-(``roi_align`` of the full-resolution mask, >= 0.5). Inference: sigmoid, pasted back into the image
-(bilinear on the box's grid, > ``mask_threshold``).
+The head (tower features RoI-aligned per box -> pixel embeddings (K, E, 28, 28), matched against the mean
+fused text of the box's phrase -> mask logits (K, 28, 28)) is drawn with its shapes in
+:mod:`glip.models.mask_head`. Training: BCE against the ground-truth mask sampled on the same 28 x 28 grid of
+the box (``roi_align`` of the full-resolution mask, >= 0.5).
 
 Second stage (:func:`train_segmentation`): the detector is frozen (eval mode, ``no_grad``) and only the mask
 head is optimised, so every detector parameter and buffer stays bit-identical. The head lives beside the
 model, in ``mask_head.safetensors`` + ``mask_head.json`` (:func:`save_mask_head` / :func:`load_mask_head`);
 the detector's checkpoint format and configs are unchanged.
 
-Boxes are the legacy "+1" xyxy used everywhere in glip (pixels ``x1..x2`` inclusive); the head uses the
-continuous box ``[x1, x2 + 1) x [y1, y2 + 1)``, with ``aligned=True`` RoIAlign (pixel i covers [i, i + 1)).
+Boxes are the legacy "+1" xyxy used everywhere in glip (see :mod:`glip.models.mask_head` for the head's
+continuous-box convention).
 """
 
 from __future__ import annotations

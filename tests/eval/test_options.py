@@ -151,7 +151,8 @@ def test_evaluate_coco_with_options_gives_the_pinned_metrics(
     result = evaluate_coco(tiny_random_model, ann, images, options, chunk_size=chunk_size)
     assert result.metrics == {**PINNED_METRICS, "num_images": num_images, "num_detections": num_dets}
     predictions = json.loads((out / "predictions.coco.json").read_text())
-    assert sum(p["score"] for p in predictions) == pytest.approx(score_sum, rel=1e-12)
+    # bits of the float32 scores move with torch's version and the CPU kernels; 1e-6 still pins the values
+    assert sum(p["score"] for p in predictions) == pytest.approx(score_sum, rel=1e-6)
     assert {c: sum(p["category_id"] == c for p in predictions) for c in (1, 3, 7)} == per_category
     assert {k: result.settings[k] for k in settings} == settings
     assert result.settings["backend"] == "pycocotools" and result.settings["model"] == "tiny_random"

@@ -125,7 +125,9 @@ def test_criterion_equals_the_old_compute_losses(index):
     assert set(losses) == set(expected) == set(PINNED[index])
     for key, value in losses.items():
         assert torch.equal(value, expected[key]), key
-        assert float(value.detach()) == float.fromhex(PINNED[index][key]), key
+        # bit-identical to the old code above; the recorded values to 1e-6 (their last bits move with the
+        # torch version and the CPU kernels: 2.293287754 recorded, 2.293287992 on torch 2.14.1 / AVX2)
+        assert float(value.detach()) == pytest.approx(float.fromhex(PINNED[index][key]), rel=1e-6), key
 
 
 def test_weight_dict_and_heads():
