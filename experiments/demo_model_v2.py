@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--lr-a", type=float, default=5e-5)
     parser.add_argument("--inter-weight", type=float, default=0.5)
     parser.add_argument("--mlm-weight", type=float, default=0.1)
-    parser.add_argument("--steps-c", type=int, default=700, help="stage C steps (detection + VQA + captions)")
+    parser.add_argument("--steps-c", type=int, default=900, help="stage C steps (detection + VQA + captions)")
     parser.add_argument("--lr-c", type=float, default=3e-5, help="stage C learning rate of the shared GLIP")
     parser.add_argument("--head-lr", type=float, default=1e-3, help="stage C learning rate of the new heads")
     parser.add_argument("--vl-size", type=int, default=192, help="side of the VL scenes (the demo's input)")

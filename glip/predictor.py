@@ -110,7 +110,8 @@ class Prediction:
         return results
 
     def to_supervision(self) -> Any:
-        """``supervision.Detections`` (needs ``pip install supervision``)."""
+        """``supervision.Detections`` (needs ``pip install supervision``), with the instance masks when asked
+        for (``predict(..., masks=True)``) as its ``mask`` (N, H, W) bool."""
         try:
             import supervision as sv
         except ImportError:
@@ -119,6 +120,7 @@ class Prediction:
             ) from None
         return sv.Detections(
             xyxy=self.boxes.numpy(),
+            mask=None if self.masks is None else self.masks.cpu().numpy().astype(bool),
             confidence=self.scores.numpy(),
             class_id=self.labels.numpy(),
             data={"class_name": list(self.phrases)},
@@ -523,11 +525,12 @@ class GLIPPredictor:
         return [Detections.cat(parts) for parts in per_image]
 
     # ------------------------------------------------------------------ GLIPv2: VQA and captioning
-    def _need(self, head: str) -> None:
+    def require(self, head: str) -> None:
+        """Raise a clear ValueError when the model lacks ``head`` (``"vqa"`` or ``"captioner"``)."""
         if getattr(self, head) is None:
             what = {
-                "vqa": "a VQA head (vqa_head.safetensors)",
-                "captioner": "a captioning head (caption_head.safetensors)",
+                "vqa": "VQA head (vqa_head.safetensors)",
+                "captioner": "captioning head (caption_head.safetensors)",
             }
             raise ValueError(
                 f"this model has no {what[head]}: GLIPv2 VQA and captioning need a model trained with them, e.g. the "
@@ -574,7 +577,7 @@ class GLIPPredictor:
         ``threshold`` are returned. Raises ``ValueError`` for a model without a VQA head and
         :class:`~glip.text.tokenizer.PromptError` for an empty or too long question.
         """
-        self._need("vqa")
+        self.require("vqa")
         assert self.vqa is not None
         if not (isinstance(threshold, int | float) and 0.0 <= threshold <= 1.0):
             raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
@@ -633,7 +636,7 @@ class GLIPPredictor:
         """GLIPv2 grounded captioning: a caption of one image (a :class:`Caption`) or each of a list, greedy
         (``beams=1``) or by beam search, each word with its best box (S_ground of the word in the causal
         forward). Raises ``ValueError`` for a model without a captioning head or a bad ``beams``."""
-        self._need("captioner")
+        self.require("captioner")
         assert self.captioner is not None
         if not isinstance(beams, int) or beams < 1:
             raise ValueError(f"beams must be an integer >= 1, got {beams!r}")

@@ -74,3 +74,51 @@ def draw_prediction(
             font=font,
         )
     return canvas
+
+
+def _banner(canvas: Image.Image, text: str) -> Image.Image:
+    """``canvas`` with a white strip on top holding ``text`` (wrapped to the image width)."""
+    font = _font(max(12, round(min(canvas.size) / 30)))
+    probe = ImageDraw.Draw(canvas)
+    lines, current = [], ""
+    for word in text.split():
+        trial = f"{current} {word}".strip()
+        if current and probe.textlength(trial, font=font) > canvas.width - 8:
+            lines.append(current)
+            current = word
+        else:
+            current = trial
+    lines.append(current)
+    height = sum(probe.textbbox((0, 0), line or " ", font=font)[3] + 4 for line in lines) + 6
+    out = Image.new("RGB", (canvas.width, canvas.height + height), (255, 255, 255))
+    out.paste(canvas, (0, height))
+    draw, y = ImageDraw.Draw(out), 3
+    for line in lines:
+        draw.text((4, y), line, fill=(0, 0, 0), font=font)
+        y += draw.textbbox((0, 0), line or " ", font=font)[3] + 4
+    return out
+
+
+def draw_answer(image: Image.Image, answer: Any, max_boxes: int = 20) -> Image.Image:
+    """``image`` with a GLIPv2 :class:`glip.predictor.Answer` drawn: the question's entity boxes and, above
+    the image, "question -> answer (score)"."""
+    canvas = draw_prediction(image, answer.entities, max_boxes=max_boxes)
+    return _banner(canvas, f"Q: {answer.question}  A: {answer.answer} ({answer.score:.2f})")
+
+
+def draw_caption(image: Image.Image, caption: Any, min_score: float = 0.0) -> Image.Image:
+    """``image`` with a GLIPv2 :class:`glip.predictor.Caption` drawn: the box of every grounded word (scoring
+    at least ``min_score``) labelled with the word, and the caption above the image."""
+    from types import SimpleNamespace
+
+    import torch
+
+    words = [w for w in caption.grounded(min_score) if w.word.isalpha()]
+    boxes = SimpleNamespace(
+        boxes=torch.tensor([w.box for w in words], dtype=torch.float32).reshape(-1, 4),
+        scores=torch.tensor([w.score for w in words], dtype=torch.float32),
+        labels=torch.arange(len(words)),
+        phrases=[w.word for w in words],
+        masks=None,
+    )
+    return _banner(draw_prediction(image, boxes), caption.text)

@@ -117,8 +117,11 @@ def run_detect(args: argparse.Namespace) -> int:
     mask_head = None
     if args.masks:
         from glip.models.mask_head import find_mask_head, load_mask_head
+        from glip.weights.demo import bundled_model_dir, default_bundled_name
 
-        mask_head = load_mask_head(find_mask_head(args.mask_head, args.model))
+        name = args.model if args.model is not None else default_bundled_name()
+        model_dir = bundled_model_dir(name) if name is not None else None
+        mask_head = load_mask_head(find_mask_head(args.mask_head, model_dir or args.model))
     predictor = GLIPPredictor(
         resolve_model(args.model, args.config, device), device=device, mask_head=mask_head
     )

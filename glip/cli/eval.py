@@ -112,7 +112,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--masks",
         action="store_true",
-        help="--task coco: also mask AP (COCOeval segm) of a GLIPv2 mask head's masks (see --mask-head)",
+        help="--task coco: also mask AP (COCOeval segm) of a GLIPv2 mask head's masks (see --mask-head), or of the "
+        "masks in a --predictions file (glip detect --masks)",
     )
     parser.add_argument(
         "--mask-head",
@@ -179,9 +180,9 @@ def run_eval(args: argparse.Namespace) -> int:
     suite_only = task == "odinw" and len(args.ann) == 1 and _is_suite(Path(args.ann[0]))
     if args.model is None and args.predictions is None and not suite_only:
         raise EvalError("give --model (to run a model) or --predictions (to score a file)")
-    if getattr(args, "masks", False) and (task != "coco" or args.predictions is not None):
+    if getattr(args, "masks", False) and task != "coco":
         raise EvalError(
-            "--masks evaluates a model's masks with --task coco --model (not other tasks or files)"
+            "--masks (mask AP) is for --task coco, with --model or a --predictions file with masks"
         )
     for flag in ("batch_size", "max_images", "detections_per_img", "lvis_topk"):
         value = getattr(args, flag)
@@ -270,7 +271,10 @@ def _evaluate_model(
             from glip.models.mask_head import find_mask_head, load_mask_head
 
             options = options.replace(masks=True)
-            mask_head = load_mask_head(find_mask_head(args.mask_head, args.model))
+            from glip.weights.demo import bundled_model_dir
+
+            model_dir = bundled_model_dir(args.model) if args.model else None
+            mask_head = load_mask_head(find_mask_head(args.mask_head, model_dir or args.model))
         return evaluate_coco(
             resolve(args.model), ann, image_dir, options, chunk_size=args.chunk_size, mask_head=mask_head
         )
@@ -369,6 +373,7 @@ def _score_files(args: argparse.Namespace, task: str, anns: list[Path], out: Pat
         backend=args.backend,
         detections_per_img=args.detections_per_img,
         num_examples=args.examples,
+        masks=bool(getattr(args, "masks", False)),
     )
     return score_detection_file(
         task, prediction, ann, image_arg, options, fixed_ap=args.lvis_ap == "fixed", topk=args.lvis_topk

@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from glip.cli import convert, detect, export, models, pseudo_label, serve, synth, train
+from glip.cli import convert, detect, export, models, pseudo_label, serve, synth, train, vl
 from glip.cli import eval as eval_cli
 
 # subcommand -> its help epilog (every one starts with "examples:")
@@ -27,6 +27,8 @@ EXAMPLES = {
     "synth": synth.EXAMPLES,
     "serve": serve.SERVE_EXAMPLES,
     "export": export.EXAMPLES,
+    "ask": vl.ASK_EXAMPLES,
+    "caption": vl.CAPTION_EXAMPLES,
 }
 
 
@@ -73,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_parser(sub)
     serve.add_parser(sub)
     export.add_parser(sub)
+    vl.add_ask_parser(sub)
+    vl.add_caption_parser(sub)
     return parser
 
 

@@ -352,6 +352,8 @@ def _check_coco_results(data: list[Any], path: str, dataset: CocoDataset) -> lis
                 "score": float(det["score"]),
             }
         )
+        if isinstance(det.get("segmentation"), dict):  # a mask (COCO RLE): kept for mask AP
+            results[-1]["segmentation"] = det["segmentation"]
     return results
 
 
@@ -432,6 +434,15 @@ def _ours_to_coco(data: list[Any], path: str, dataset: CocoDataset, plus_one: bo
                     "score": float(det["score"]),
                 }
             )
+            segmentation = det.get("segmentation")
+            if isinstance(segmentation, dict):  # glip detect --masks: a COCO RLE in the record's pixels
+                size = segmentation.get("size")
+                expected = [image.get("height"), image.get("width")]
+                if "height" in image and size != expected:
+                    raise EvalError(
+                        f"{det_where}: its mask is {size} (height, width) but the annotation's image is {expected}"
+                    )
+                results[-1]["segmentation"] = segmentation
     return results
 
 

@@ -346,7 +346,8 @@ def score_detection_file(
     "coco" (also ODinW datasets) or "lvis" task; all images of the annotation file are evaluated.
 
     ``options``: :class:`~glip.eval.options.EvalOptions`, of which ``out_dir`` / ``report`` /
-    ``num_examples`` (the report), ``backend`` (COCO) and ``detections_per_img`` (LVIS standard protocol:
+    ``num_examples`` (the report), ``backend`` (COCO), ``masks`` (COCO: also mask AP of the records'
+    ``segmentation`` RLEs) and ``detections_per_img`` (LVIS standard protocol:
     the per-image cap, default ``LVIS_DETECTIONS_PER_IMG``) apply. ``override_category``: rename categories;
     ``fixed_ap`` / ``topk``: the LVIS protocol (default Fixed AP, ``LVIS_FIXED_AP_TOPK`` per category).
     """
@@ -373,6 +374,11 @@ def score_detection_file(
     else:
         score = score_coco(dataset, results, backend=backend)
         extra = {"backend": backend}
+        if options.masks:  # mask AP of the records' COCO RLE masks (glip detect --masks)
+            from glip.eval.coco import merge_mask_score
+
+            score = merge_mask_score(score, score_coco(dataset, results, backend=backend, iou_type="segm"))
+            extra["masks"] = True
     settings = {
         "task": task,
         "predictions": str(predictions) if not isinstance(predictions, list) else "<list>",

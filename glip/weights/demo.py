@@ -51,3 +51,11 @@ def demo_v2_model_available() -> bool:
 def bundled_model_dir(name: str) -> Path | None:
     """The directory of a bundled model name (``"demo"``, ``"demo_v2"``), None for any other name."""
     return BUNDLED.get(name)
+
+
+def default_bundled_name() -> str | None:
+    """The bundled model used when none is named: ``"demo_v2"`` (GLIPv2: boxes, masks, VQA, captions) when
+    installed, else ``"demo"``; None when neither is usable."""
+    if demo_v2_model_available():
+        return "demo_v2"
+    return "demo" if demo_model_available() else None

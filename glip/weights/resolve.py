@@ -40,12 +40,14 @@ def resolve_model(
 
     target = resolve_device(device)
     text = None if name is None else str(name)
-    if text is None and demo.demo_model_available():
+    bundled = demo.default_bundled_name() if text is None else None
+    if bundled is not None:
         logger.warning(
-            "no --model given: using the bundled demo model, which only knows the synthetic world of "
-            "coloured shapes (glip synth). Pass --model glip_t (or a checkpoint path) for real images."
+            "no --model given: using the bundled demo model '%s', which only knows the synthetic world of "
+            "coloured shapes (glip synth). Pass --model glip_t (or a checkpoint path) for real images.",
+            bundled,
         )
-        return load_model(demo.DEMO_MODEL_DIR, device=target)
+        return load_model(bundled, device=target)
     if text in demo.BUNDLED:
         return load_model(text, device=target)
     if text is None or text.startswith(RANDOM_PREFIX):

@@ -1,0 +1,149 @@
+"""GLIPv2 through the public predictor: ask / caption results, heads saved beside a model and loaded by
+from_pretrained around the same model, masks through to_supervision, and the errors a user meets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from glip.data.synthetic.vl import ANSWERS
+from glip.data.toy import deterministic_tiny_random
+from glip.models.captioning import GLIPForCaptioning, load_caption_head
+from glip.models.glip import build_model
+from glip.models.mask_head import MaskHead, MaskHeadConfig, save_mask_head
+from glip.models.vqa import GLIPForVQA, load_vqa_head
+from glip.predictor import Answer, Caption, GLIPPredictor
+from glip.text.tokenizer import PromptError
+from glip.v2.heads import load_vl_heads, save_vl_heads
+from glip.weights.loading import save_model
+
+
+@pytest.fixture(scope="module")
+def v2_dir(tmp_path_factory):
+    """A tiny random GLIPv2 model saved with all three heads (as the bundled demo_v2 is)."""
+    torch.manual_seed(0)
+    config = deterministic_tiny_random()
+    glip = build_model(config).eval()
+    glip.head.bias0.data.fill_(0.0)  # so a random model shows boxes
+    vqa, captioner = GLIPForVQA(glip, ANSWERS), GLIPForCaptioning(glip)
+    directory = tmp_path_factory.mktemp("v2model")
+    save_model(glip, directory)
+    save_mask_head(MaskHead(MaskHeadConfig.for_model(config)), directory, half=True)
+    save_vl_heads(directory, vqa=vqa, captioner=captioner, half=True)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def predictor(v2_dir):
+    return GLIPPredictor.from_pretrained(str(v2_dir), device="cpu")
+
+
+def shapes_image(size: int = 128) -> Image.Image:
+    pixels = np.full((size, size, 3), 235, dtype=np.uint8)
+    pixels[20:60, 20:60] = (220, 30, 30)
+    pixels[70:110, 60:110] = (30, 40, 220)
+    return Image.fromarray(pixels)
+
+
+def test_from_pretrained_loads_every_head_around_the_same_model(predictor):
+    assert predictor.mask_head is not None
+    assert predictor.vqa is not None and predictor.vqa.glip is predictor.model
+    assert predictor.captioner is not None and predictor.captioner.glip is predictor.model
+    assert predictor.vqa.answers == tuple(ANSWERS)
+
+
+def test_heads_round_trip_through_their_files(v2_dir):
+    glip = build_model(deterministic_tiny_random())
+    vqa, captioner = load_vl_heads(v2_dir, glip)
+    saved = json.loads((v2_dir / "vqa_head.json").read_text())
+    assert saved["answers"] == list(ANSWERS)
+    assert all(p.dtype == torch.float32 for p in vqa.head.parameters())  # fp16 file, fp32 module
+    assert load_vqa_head(v2_dir.parent, glip) is None and load_caption_head(v2_dir.parent, glip) is None
+    assert captioner.glip is glip
+
+
+def test_caption_head_for_another_vocabulary_is_refused(v2_dir, tmp_path):
+    meta = json.loads((v2_dir / "caption_head.json").read_text())
+    for name in ("caption_head.json", "caption_head.safetensors"):
+        (tmp_path / name).write_bytes((v2_dir / name).read_bytes())
+    (tmp_path / "caption_head.json").write_text(json.dumps({**meta, "vocab_size": meta["vocab_size"] + 1}))
+    with pytest.raises(ValueError, match="vocabulary"):
+        load_caption_head(tmp_path, build_model(deterministic_tiny_random()))
+
+
+def test_ask_returns_an_answer_with_entity_boxes_in_image_pixels(predictor):
+    image = shapes_image()
+    answer = predictor.ask(image, "what colour is the square?", threshold=0.0, entities=["the square"])
+    assert isinstance(answer, Answer) and answer.answer in ANSWERS and 0.0 <= answer.score <= 1.0
+    boxes = answer.entities
+    assert len(boxes) > 0 and set(boxes.phrases) == {"the square"}
+    assert boxes.image_size == (128, 128)
+    assert float(boxes.boxes.min()) >= 0 and float(boxes.boxes.max()) <= 128
+    assert torch.all(boxes.scores[:-1] >= boxes.scores[1:])  # best first
+    record = answer.to_dict()
+    assert record["question"] == "what colour is the square?" and record["answer"] == answer.answer
+    assert len(record["detections"]) == len(boxes)
+    # a list of images gives a list; the same image gives the same answer
+    both = predictor.ask([image, image], "what colour is the square?", threshold=0.0, entities=["the square"])
+    assert [a.answer for a in both] == [answer.answer] * 2
+    assert torch.equal(both[1].entities.boxes, boxes.boxes)
+
+
+def test_question_entities_leave_out_what_the_question_asks_about(predictor):
+    pytest.importorskip("spacy")
+    try:
+        entities = predictor.question_entities("what colour is the circle?")
+    except PromptError:
+        pytest.skip("the spaCy model is not installed")
+    assert entities == ["the circle"]
+    assert predictor.question_entities("how many red stars are there?") == ["red stars"]
+
+
+def test_caption_greedy_and_beam_words_have_boxes_in_image_pixels(predictor):
+    image = shapes_image(96)
+    caption = predictor.caption(image, max_length=5)
+    assert isinstance(caption, Caption) and caption.image_size == (96, 96)
+    assert 1 <= len(caption.words) <= 5
+    for word in caption.grounded():
+        assert len(word.box) == 4 and all(-1 <= v <= 97 for v in word.box)
+    beam = predictor.caption(image, beams=2, max_length=4)
+    assert isinstance(beam.text, str) and len(beam.words) <= 4
+    assert caption.to_dict()["caption"] == caption.text
+
+
+def test_bad_vl_inputs_are_clear_errors(predictor, v2_dir):
+    image = shapes_image(64)
+    with pytest.raises(PromptError, match="empty"):
+        predictor.ask(image, "   ")
+    with pytest.raises(PromptError):
+        predictor.ask(image, "what " * 400, entities=["what"])
+    with pytest.raises(ValueError, match="threshold"):
+        predictor.ask(image, "what colour is the square?", threshold=float("nan"), entities=["the square"])
+    with pytest.raises(ValueError, match="beams"):
+        predictor.caption(image, beams=0)
+    with pytest.raises(ValueError, match="max_length"):
+        predictor.caption(image, max_length=10_000)
+    plain = GLIPPredictor(predictor.model)
+    with pytest.raises(ValueError, match="no VQA head"):
+        plain.ask(image, "what colour is the square?")
+    with pytest.raises(ValueError, match="no captioning head"):
+        plain.caption(image)
+    other = build_model(deterministic_tiny_random())
+    with pytest.raises(ValueError, match="shares every weight"):
+        GLIPPredictor(predictor.model, vqa=GLIPForVQA(other, ANSWERS))
+
+
+def test_masks_reach_supervision(predictor):
+    sv = pytest.importorskip("supervision")
+    result = predictor.predict(
+        shapes_image(96), classes=["red square", "blue square"], threshold=0.0, masks=True
+    )
+    assert result.masks is not None and result.masks.shape == (len(result), 96, 96)
+    detections = result.to_supervision()
+    assert isinstance(detections, sv.Detections)
+    assert detections.mask is not None and detections.mask.shape == (len(result), 96, 96)
+    assert detections.mask.dtype == bool
