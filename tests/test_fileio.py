@@ -135,3 +135,26 @@ def test_detect_to_folder_replaces_planted_links(tmp_path):
     detect_to_folder(predictor, [images / "a.jpg"], out_dir=out, classes=["red square"], progress=False)
     assert all(v.read_text() == "keep me" for v in victims)
     assert not (out / "predictions.json").is_symlink() and not (out / "a.png").is_symlink()
+
+
+def test_detect_to_folder_on_a_full_disk_names_it_and_leaves_no_cut_file(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import glip.fileio
+    from glip.config import get_preset
+    from glip.detect import detect_to_folder
+    from glip.models.glip import build_model
+    from glip.predictor import GLIPPredictor
+
+    Image.new("RGB", (64, 48), (120, 30, 30)).save(tmp_path / "a.jpg")
+
+    def full(_fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(glip.fileio.os, "fsync", full)
+    predictor = GLIPPredictor(build_model(get_preset("tiny_random")))
+    with pytest.raises(OSError, match=r"no space left on device while writing .*a\.png"):
+        detect_to_folder(
+            predictor, [tmp_path / "a.jpg"], out_dir=tmp_path / "out", classes=["x"], progress=False
+        )
+    assert list((tmp_path / "out").iterdir()) == []
