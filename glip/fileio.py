@@ -72,11 +72,43 @@ def atomic_write_path(path: str | Path, write: Callable[[Path], None]) -> Path:
             write(Path(tmp))
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
-    except RuntimeError as exc:  # torch.save reports a full disk as "basic_ios::clear: iostream error"
-        if "iostream error" in str(exc) or "No space left" in str(exc):
+    except OSError:
+        raise  # a full disk is already named by _temporary_beside
+    except Exception as exc:  # torch.save: "basic_ios::clear: iostream error"; safetensors: SafetensorError
+        text = str(exc)
+        if "No space left" in text or "StorageFull" in text:
+            raise OSError(errno.ENOSPC, f"no space left on device while writing {path}") from None
+        if "iostream error" in text:
             raise OSError(errno.ENOSPC, f"could not write {path} (no space left on device?): {exc}") from None
         raise
     return path
+
+
+def open_append(path: str | Path, mode: str = "a", **kwargs: Any) -> IO[Any]:
+    """Open a log file (``metrics.jsonl``, an evaluation cache) for appending without following a link:
+    a symlink planted at ``path`` is removed and a new regular file is started in its place (``O_NOFOLLOW``
+    also refuses a link planted between the check and the open). ``mode``: ``"a"`` or ``"ab"``."""
+    if mode not in ("a", "ab"):
+        raise ValueError(f"open_append appends: mode 'a' or 'ab', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o666)
+    return os.fdopen(fd, mode, **kwargs)
+
+
+def remove_stale_temp_files(directory: str | Path, name: str) -> list[Path]:
+    """Delete the temporary files that a killed :func:`atomic_open` / :func:`atomic_write_path` of
+    ``directory/name`` left behind (``.NAME.*.tmp``); returns what was removed. Call it when a run starts,
+    before anything of its own is being written there."""
+    removed = []
+    for tmp in Path(directory).glob(f".{name}.*.tmp"):
+        if tmp.is_file() or tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 def _umask() -> int:

@@ -8,6 +8,7 @@ decoder of the package: the predictor, ``glip detect`` and the evaluation read i
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from pathlib import Path
@@ -159,7 +160,8 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
 
     * uint8: as is; uint16: 0..65535 -> 0..255 (``/ 257``, as for 16-bit files);
     * other integers: must lie in 0..255 (no wrap-around, no saturation);
-    * floats: must be finite and in [0, 1] (``x 255``; up to :data:`FLOAT_TOLERANCE` outside is clipped);
+    * floats: must be finite and in [0, 1] (``x 255``; up to :data:`FLOAT_TOLERANCE` outside is clipped),
+      converted in bands of rows: the memory needed beside the input is the uint8 result plus ~20 MB;
     * bool, complex, object and other dtypes are refused.
     Anything else raises :class:`ImageError` saying what to pass instead.
     """
@@ -183,17 +185,35 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
                 "scale it to uint8 (or pass uint16 for 16-bit data)"
             )
         return array.astype(np.uint8)
-    values = array.astype(np.float64, copy=False)
-    if not np.isfinite(values).all():
-        bad = int((~np.isfinite(values)).sum())
+    # floats: checked and converted in bands of rows, so a large image (a 20000 x 20000 float32 tensor is
+    # 4.8 GB) needs only the uint8 result (1.2 GB) beside it, not float64 copies of the whole image
+    rows = max(1, _BAND_VALUES // max(1, array[:1].size))
+    bad, low, high = 0, math.inf, -math.inf
+    for start in range(0, array.shape[0], rows):
+        band = array[start : start + rows].astype(np.float64)
+        finite = np.isfinite(band)
+        if not finite.all():
+            bad += int((~finite).sum())
+        elif not bad:
+            low, high = min(low, float(band.min())), max(high, float(band.max()))
+    if bad:
         raise ImageError(f"the image holds {bad} NaN / infinite value(s): replace them before detecting")
-    low, high = float(values.min()), float(values.max())
     if low < -FLOAT_TOLERANCE or high > 1.0 + FLOAT_TOLERANCE:
         raise ImageError(
             f"a float image must hold values in [0, 1], got {low:g}..{high:g}: divide a 0..255 image by 255 "
             "(or pass it as uint8)"
         )
-    return np.clip(np.round(values * 255.0), 0, 255).astype(np.uint8)
+    out = np.empty(array.shape, dtype=np.uint8)
+    for start in range(0, array.shape[0], rows):
+        band = array[start : start + rows].astype(np.float64)
+        band *= 255.0
+        np.round(band, out=band)
+        out[start : start + rows] = np.clip(band, 0, 255, out=band)
+    return out
+
+
+# float pixels converted per band of rows (~1 M values: 8 MB of float64 temporaries)
+_BAND_VALUES = 1 << 20
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from glip.images import MAX_PIXELS, ImageError, load_image
@@ -116,3 +117,51 @@ def test_value_rules_refuse_what_would_be_silently_wrong():
     nearly[0, 0, 0] = 1.0001
     assert np.asarray(load_image(nearly))[1, 1, 0] == 128
     assert np.asarray(load_image(np.full((8, 8, 3), 200, dtype=np.int16)))[0, 0, 0] == 200
+
+
+def test_a_large_float_image_is_converted_without_float64_copies():
+    """A 20000 x 20000 float32 tensor peaked at 14.7 GB (float64 copies of the whole image): the conversion now
+    needs the uint8 result beside the input plus small bands. Measured here on 2000 x 2000 (48 MB)."""
+    import tracemalloc
+
+    from glip.images import to_uint8
+
+    rng = np.random.default_rng(0)
+    image = rng.random((2000, 2000, 3), dtype=np.float32)
+    image[0, 0, 0] = 1.0001
+    expected = np.clip(np.round(image.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
+    tracemalloc.start()
+    try:
+        result = to_uint8(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(result, expected)  # the same values as converting the whole image at once
+    assert peak < image.nbytes / 4 + 24 * 2**20, (
+        f"peak {peak / 2**20:.0f} MB for a {image.nbytes / 2**20:.0f} MB input"
+    )
+    chw = torch.from_numpy(image).permute(2, 0, 1)  # a (C, H, W) view, as users pass tensors
+    assert np.array_equal(np.asarray(load_image(chw)), expected)
+
+
+def test_int16_tensors_and_arrays_follow_the_same_rule():
+    values = np.array([[[0, 17, 255]] * 4] * 4, dtype=np.int16)
+    assert np.array_equal(
+        np.asarray(load_image(values)), np.asarray(load_image(torch.from_numpy(values).permute(2, 0, 1)))
+    )
+    for bad in (np.full((4, 4, 3), 256, dtype=np.int16), torch.full((3, 4, 4), 256, dtype=torch.int16)):
+        with pytest.raises(ImageError, match="0..255"):  # no wrap-around modulo 256, no saturation
+            load_image(bad)
+
+
+def test_glip_detect_threshold_nan_is_one_clear_error(tmp_path, capsys):
+    from glip.cli import main
+
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    argv = ["detect", str(tmp_path / "a.png"), "--classes", "cat", "--model", "random:tiny_random"]
+    assert main([*argv, "--threshold", "nan", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("glip detect: error")]
+    assert len(errors) == 1 and "threshold must be a number in [0, 1], got nan" in errors[0], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "predictions.json").exists()

@@ -14,6 +14,10 @@ The formats (:mod:`glip.data.coco`, :mod:`glip.data.mdetr`, :mod:`glip.data.odvg
 * Boxes use the official legacy convention (see :mod:`glip.data.boxes`) and are clipped to the image; boxes
   without extent are dropped silently (official ``clip_to_image(remove_empty=True)``), crowd boxes
   (``iscrowd=1``) are ignored.
+* Suspicious but usable input is corrected and said once per file with a count (``dataset.corrections``):
+  boxes partly outside their image (clipped), boxes entirely outside it (dropped; a COCO / MDETR image left
+  without a box is left out), an image whose file is not the size its annotation declares (the file's size
+  is used). Duplicate image ids are bad records (both images skipped: whose boxes are whose is unknown).
 * Randomness (class sampling / shuffling, transform) comes from a generator seeded with
   ``(seed, epoch, index)``: call ``set_epoch(e)`` every epoch.
 * Images are read without applying the EXIF orientation, like the official loader (annotations refer to the
@@ -34,7 +38,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from glip.data.boxes import clip_legacy
+from glip.data.boxes import clip_legacy, count_outside
 from glip.data.masks import decode_segmentation, stack_masks
 from glip.data.reading import read_image
 from glip.data.transforms import EvalTransform
@@ -99,6 +103,10 @@ class GroundingDataset(Dataset):
         self.problems: list[str] = []
         self.entries: list[Entry] = []
         self._bad: set[int] = set()
+        #: corrected records by kind (boxes_clipped, boxes_outside, images_without_boxes, size_mismatch, ...)
+        self.corrections: dict[str, int] = {}
+        self._corrected_at_load: dict[str, set[int]] = {}
+        self._reported: dict[str, int] = {}
 
     # ------------------------------------------------------------------ policy
     def _problem(self, message: str) -> None:
@@ -113,6 +121,50 @@ class GroundingDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Re-seed the per-sample randomness (class sampling, augmentation) for ``epoch``."""
         self.epoch = int(epoch)
+        new = {k: v for k, v in self.corrections.items() if v != self._reported.get(k)}
+        if new:  # corrections found while reading images (sizes known only then): their counts so far
+            logger.info("%s: corrected so far: %s", self.source, _describe(self.corrections))
+            self._reported = dict(self.corrections)
+
+    # ------------------------------------------------------------------ corrections
+    def _screen_boxes(self, drop_empty: bool) -> None:
+        """Count the boxes outside the declared image sizes (they are clipped / dropped when the image is
+        read); with ``drop_empty`` leave out the images whose every box lies outside (like an image without
+        annotations). Call at the end of ``__init__``, then :meth:`_report_corrections`."""
+        kept = []
+        for entry in self.entries:
+            if entry.width is None or entry.height is None or not len(entry.boxes):
+                kept.append(entry)
+                continue
+            outside, partly = count_outside(entry.boxes, entry.width, entry.height)
+            self._count("boxes_outside", outside)
+            self._count("boxes_clipped", partly)
+            if drop_empty and outside and not clip_legacy(entry.boxes, entry.width, entry.height)[1].any():
+                self._count("images_without_boxes", 1)
+                continue
+            kept.append(entry)
+        self.entries = kept
+
+    def _count(self, kind: str, count: int) -> None:
+        if count:
+            self.corrections[kind] = self.corrections.get(kind, 0) + count
+
+    def _report_corrections(self) -> None:
+        """One warning for the file: what was corrected, with counts."""
+        if self.corrections:
+            logger.warning("%s: %s", self.source, _describe(self.corrections))
+            self._reported = dict(self.corrections)
+
+    def _corrected_at_read(self, kind: str, key: int, message: str) -> None:
+        """A correction found when a record's image is read (``key``: ``id(entry)``): counted once per
+        record, the first of each kind said at once (the counts come with the next epoch)."""
+        seen = self._corrected_at_load.setdefault(kind, set())
+        if key in seen:
+            return
+        seen.add(key)
+        self._count(kind, 1)
+        if len(seen) == 1:
+            logger.warning("%s (trained on the corrected value; further cases counted)", message)
 
     def _rngs(self, index: int) -> tuple[np.random.Generator, np.random.Generator]:
         prompt, transform = np.random.SeedSequence([self.seed, self.epoch, index]).spawn(2)
@@ -164,13 +216,25 @@ class GroundingDataset(Dataset):
             raise DataError(f"{entry.where}: {exc}") from None
         if entry.width is not None and entry.height is not None:
             if (image.width, image.height) != (entry.width, entry.height):
-                raise DataError(
+                self._corrected_at_read(
+                    "size_mismatch",
+                    id(entry),
                     f"{entry.where}: image {path} is {image.width}x{image.height} but the annotation says "
-                    f"{entry.width}x{entry.height} (width x height)"
+                    f"{entry.width}x{entry.height} (width x height): boxes are clipped to the file's size",
                 )
         return image
 
     def _clipped(self, entry: Entry, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        if (entry.width, entry.height) != (image.width, image.height):  # not screened at construction
+            outside, partly = count_outside(entry.boxes, image.width, image.height)
+            for kind, count in (("boxes_outside", outside), ("boxes_clipped", partly)):
+                if count:
+                    self._corrected_at_read(
+                        kind,
+                        id(entry),
+                        f"{entry.where}: {count} box(es) {'outside' if kind == 'boxes_outside' else 'partly outside'}"
+                        f" the {image.width}x{image.height} image {'dropped' if kind == 'boxes_outside' else 'clipped'}",
+                    )
         boxes, keep = clip_legacy(entry.boxes, image.width, image.height)
         kept = torch.nonzero(keep).reshape(-1).tolist()
         return boxes[keep], entry.labels[keep], kept
@@ -192,3 +256,17 @@ class GroundingDataset(Dataset):
         """The untransformed record of ``index`` (PIL image, boxes in the original frame) for inspection."""
         prompt_rng, _ = self._rngs(index)
         return self._build_record(index, prompt_rng)
+
+
+_CORRECTION_TEXT = {
+    "boxes_clipped": "{} box(es) partly outside their image (clipped to it)",
+    "boxes_outside": "{} box(es) entirely outside their image (dropped)",
+    "images_without_boxes": "{} image(s) left without a box by that (left out)",
+    "size_mismatch": "{} image(s) not the size their annotation declares (the file's size used)",
+    "duplicate_annotations": "{} annotation(s) repeating an earlier annotation id (exact repeats dropped, "
+    "others kept)",
+}
+
+
+def _describe(corrections: dict[str, int]) -> str:
+    return "; ".join(_CORRECTION_TEXT.get(k, k + ": {}").format(v) for k, v in corrections.items())

@@ -14,6 +14,7 @@ import torch
 __all__ = [
     "TO_REMOVE",
     "clip_legacy",
+    "count_outside",
     "clip_to_frame",
     "flip_boxes_legacy",
     "resize_boxes",
@@ -51,6 +52,18 @@ def clip_legacy(boxes: torch.Tensor, width: int, height: int) -> tuple[torch.Ten
     boxes[:, 1::2] = boxes[:, 1::2].clamp(min=0, max=height - TO_REMOVE)
     keep = (boxes[:, 3] > boxes[:, 1]) & (boxes[:, 2] > boxes[:, 0])
     return boxes, keep
+
+
+def count_outside(boxes: torch.Tensor, width: int, height: int) -> tuple[int, int]:
+    """(boxes entirely outside the image, boxes partly outside it) among the legacy xyxy ``boxes`` that have an
+    extent (``x2 > x1``, ``y2 > y1``): what :func:`clip_legacy` drops, resp. clamps, beyond the quiet official
+    removal of boxes without extent."""
+    boxes = boxes.reshape(-1, 4)
+    has_extent = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    clipped, keep = clip_legacy(boxes, width, height)
+    outside = has_extent & ~keep
+    partly = has_extent & keep & (clipped != boxes).any(dim=1)
+    return int(outside.sum()), int(partly.sum())
 
 
 def clip_to_frame(boxes: torch.Tensor, width: int, height: int) -> tuple[torch.Tensor, torch.Tensor]:

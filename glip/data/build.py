@@ -2,13 +2,16 @@
 
 * ``*.jsonl`` whose records have ``"detection"`` or ``"grounding"``: ODVG (MM-Grounding-DINO).
 * ``*.jsonl`` whose records have ``"image"`` and ``"caption"``: caption-only (no boxes).
-* ``*.json`` whose images carry a ``"caption"``: MDETR / GoldG style grounding.
+* ``*.json`` whose images carry a ``"caption"`` (any of them: an MDETR file whose first image lacks one is
+  still MDETR, and that image a bad record): MDETR / GoldG style grounding.
 * any other ``*.json``: COCO detection (categories become the prompt).
+
+A ``.jsonl`` file's format is decided by its first line that is a JSON object; lines before it that are not
+(invalid UTF-8, not JSON, ``null``, a number) are skipped here and reported as bad records by the reader.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from glip.data.few_shot import few_shot_subset
 from glip.data.mdetr import MDETRDataset
 from glip.data.mixed import MixedDataset
 from glip.data.odvg import ODVGDataset
+from glip.data.reading import iter_jsonl, load_json
 from glip.data.types import DataError
 
 
@@ -28,30 +32,23 @@ def detect_format(path: str | Path) -> str:
     if not path.exists():
         raise DataError(f"annotation file not found: {path}")
     if path.suffix == ".jsonl":
-        with path.open() as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path} line {number}: not JSON ({exc})") from None
-                if "detection" in record or "grounding" in record:
-                    return "odvg"
-                if "caption" in record and "image" in record:
-                    return "captions"
-                raise DataError(
-                    f"{path} line {number}: neither ODVG nor caption-only (keys {sorted(record)})"
-                )
+        bad: list[str] = []
+        for number, record in iter_jsonl(path, bad.append):
+            if "detection" in record or "grounding" in record:
+                return "odvg"
+            if "caption" in record and "image" in record:
+                return "captions"
+            raise DataError(f"{path} line {number}: neither ODVG nor caption-only (keys {sorted(record)})")
+        if bad:
+            raise DataError(f"{path} has no JSON object line ({len(bad)} bad line(s); first: {bad[0]})")
         raise DataError(f"{path} is empty")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(data, dict) or "images" not in data:
+    data = load_json(path)
+    if "images" not in data:
         raise DataError(f"{path}: not a COCO-style JSON (no 'images')")
     images = data.get("images") or []
-    return "mdetr" if images and isinstance(images[0], dict) and "caption" in images[0] else "coco"
+    if not isinstance(images, list):
+        return "coco"  # the reader names the malformed 'images'
+    return "mdetr" if any(isinstance(image, dict) and "caption" in image for image in images) else "coco"
 
 
 def build_dataset(
@@ -82,7 +79,7 @@ def build_dataset(
         return MDETRDataset(ann_file, image_dir, transform, seed=seed, on_error=on_error)  # type: ignore[arg-type]
     source: Any = ann_file
     if shots:
-        source = few_shot_subset(json.loads(Path(ann_file).read_text()), shots, seed)
+        source = few_shot_subset(load_json(ann_file), shots, seed)
     return CocoGroundingDataset(
         source, image_dir, transform, seed=seed, on_error=on_error, **(prompt_options or {})
     )  # type: ignore[arg-type]

@@ -33,6 +33,7 @@ __all__ = [
     "coco_image_fields",
     "coco_sections",
     "has_valid_annotation",
+    "repeated_image_id",
 ]
 
 
@@ -156,6 +157,36 @@ def coco_box(ann: dict[str, Any]) -> tuple[list[float] | None, str]:
     return box, ""
 
 
+def repeated_image_id(source: str, image_id: Any, first: Any, file_name: str) -> str:
+    """The problem of an image id seen before: both images are bad records (whose boxes are whose is not
+    known; ``glip eval`` refuses such a file too)."""
+    earlier = f"{first[0]} and " if first else ""
+    return (
+        f"{source} image id {image_id!r} appears more than once ({earlier}{file_name}): which boxes belong to "
+        "which image is unknown, so every image with that id is skipped"
+    )
+
+
+class AnnotationIds:
+    """Repeated annotation ids: an exact repeat of an earlier annotation is dropped, a different annotation
+    with a used id is kept; both are counted in ``dataset.corrections["duplicate_annotations"]``."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        self.by_id: dict[Any, Any] = {}
+
+    def seen(self, ann: dict[str, Any]) -> bool:
+        """True when ``ann`` repeats an earlier annotation exactly (drop it)."""
+        ann_id = ann.get("id")
+        if ann_id is None or isinstance(ann_id, list | dict):
+            return False
+        if ann_id not in self.by_id:
+            self.by_id[ann_id] = ann
+            return False
+        self.dataset._count("duplicate_annotations", 1)
+        return self.by_id[ann_id] == ann
+
+
 def has_valid_annotation(boxes_xywh: Sequence[Sequence[float]]) -> bool:
     """Official ``has_valid_annotation``: at least one box with w > 1 and h > 1."""
     return any(w > 1 and h > 1 for _, _, w, h in boxes_xywh)
@@ -249,6 +280,8 @@ class CocoGroundingDataset(DetectionVocabulary, GroundingDataset):
         unusable: set[Any] = set()  # images already reported: their annotations are ignored quietly
         for position, image in enumerate(data["images"]):
             image_id, file_name, width, height, problem = coco_image_fields(image, position, self.source)
+            if not problem and (image_id in images or image_id in unusable):
+                problem = repeated_image_id(self.source, image_id, images.pop(image_id, None), file_name)
             if problem:
                 self._problem(problem)
                 unusable.add(image_id)
@@ -257,6 +290,7 @@ class CocoGroundingDataset(DetectionVocabulary, GroundingDataset):
         wanted_ids = None if image_ids is None else set(image_ids)
 
         per_image: dict[Any, list[tuple[list[float], int]]] = {}
+        repeats = AnnotationIds(self)
         segmentations: dict[Any, list[Any]] = {}  # image id -> segmentation per box (None where absent)
         bad_images: dict[Any, list[str]] = {}
         for position, ann in enumerate(data["annotations"]):
@@ -269,6 +303,8 @@ class CocoGroundingDataset(DetectionVocabulary, GroundingDataset):
                     self._problem(f"{self.source} annotations[{position}]: unknown image_id {image_id!r}")
                 continue
             if ann.get("iscrowd", 0):
+                continue
+            if repeats.seen(ann):
                 continue
             box, why = coco_box(ann)
             category = ann.get("category_id")
@@ -317,6 +353,8 @@ class CocoGroundingDataset(DetectionVocabulary, GroundingDataset):
                     segmentations=segms if segms and all(m is not None for m in segms) else None,
                 )
             )
+        self._screen_boxes(drop_empty=remove_images_without_annotations)
+        self._report_corrections()
 
     def _build_record(self, index: int, rng: np.random.Generator) -> GroundingRecord:
         entry = self.entries[index]

@@ -12,7 +12,14 @@ import torch
 
 from glip.data.base import Entry, GroundingDataset, OnError
 from glip.data.boxes import xywh_to_legacy_xyxy
-from glip.data.coco import coco_box, coco_image_fields, coco_sections, has_valid_annotation
+from glip.data.coco import (
+    AnnotationIds,
+    coco_box,
+    coco_image_fields,
+    coco_sections,
+    has_valid_annotation,
+    repeated_image_id,
+)
 from glip.data.reading import caption_problem, check_spans, id_sort_key, load_json, token_lengths
 from glip.data.types import GroundingRecord
 from glip.text.prompts import Span
@@ -56,6 +63,8 @@ class MDETRDataset(GroundingDataset):
         for position, image in enumerate(data["images"]):
             image_id, file_name, width, height, problem = coco_image_fields(image, position, self.source)
             caption = image.get("caption") if isinstance(image, dict) else None
+            if not problem and (image_id in images or image_id in unusable):
+                problem = repeated_image_id(self.source, image_id, images.pop(image_id, None), file_name)
             if not problem and caption_problem(caption):
                 problem = f"{self.source} image id {image_id!r} ({file_name}): {caption_problem(caption)}"
             if problem:
@@ -68,6 +77,7 @@ class MDETRDataset(GroundingDataset):
 
         per_image: dict[Any, list[tuple[list[float], int, list[Span]]]] = {}
         bad_images: dict[Any, list[str]] = {}
+        repeats = AnnotationIds(self)
         ignored = 0
         for position, ann in enumerate(data["annotations"]):
             if not isinstance(ann, dict):
@@ -79,6 +89,8 @@ class MDETRDataset(GroundingDataset):
                     self._problem(f"{self.source} annotations[{position}]: unknown image_id {image_id!r}")
                 continue
             if ann.get("iscrowd", 0):
+                continue
+            if repeats.seen(ann):
                 continue
             name = f"annotation {ann.get('id', position)!r}"
             box, why = coco_box(ann)
@@ -132,6 +144,8 @@ class MDETRDataset(GroundingDataset):
                     where=where,
                 )
             )
+        self._screen_boxes(drop_empty=remove_images_without_annotations)
+        self._report_corrections()
 
     def _build_record(self, index: int, rng: np.random.Generator) -> GroundingRecord:
         entry = self.entries[index]

@@ -145,6 +145,8 @@ class ODVGDataset(DetectionVocabulary, GroundingDataset):
                     )
                     continue
             self.entries.append(entry)
+        self._screen_boxes(drop_empty=False)  # an ODVG record without boxes is a valid negative
+        self._report_corrections()
 
     @staticmethod
     def _xyxy(box: Any) -> tuple[list[float] | None, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "id_sort_key",
     "load_json",
     "read_image",
+    "iter_jsonl",
     "read_jsonl",
     "token_lengths",
 ]
@@ -40,9 +41,19 @@ def load_json(source: str | Path | Mapping[str, Any], what: str = "annotation fi
     path = Path(source)
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
+    raw = path.read_bytes()
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DataError(
+            f"{path} line {line} column {column}: not valid UTF-8 (byte 0x{raw[exc.start]:02x}); "
+            "annotation files must be UTF-8"
+        ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
@@ -76,12 +87,24 @@ def read_image(path: str | Path, exif_transpose: bool = False) -> Image.Image:
 
 def read_jsonl(path: str | Path, report: Any) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for every well-formed line; ``report(message)`` for the others."""
+    return list(iter_jsonl(path, report))
+
+
+def iter_jsonl(path: str | Path, report: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Stream (line number, object) of the well-formed lines; ``report(message)`` names each line that is not
+    UTF-8, not JSON or not a JSON object (blank lines are skipped silently)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"annotation file not found: {path}")
-    records: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                report(
+                    f"{path} line {number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+                )
+                continue
             if not line.strip():
                 continue
             try:
@@ -92,8 +115,7 @@ def read_jsonl(path: str | Path, report: Any) -> list[tuple[int, dict[str, Any]]
             if not isinstance(record, dict):
                 report(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
                 continue
-            records.append((number, record))
-    return records
+            yield number, record
 
 
 def finite_numbers(values: Any, count: int) -> list[float] | None:

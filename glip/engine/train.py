@@ -35,10 +35,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from glip.config import OverrideError, parse_overrides
-from glip.engine.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from glip.engine.checkpoint import (
+    LAST,
+    CheckpointLoadError,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from glip.engine.distributed import all_reduce_mean, barrier, init_distributed
 from glip.engine.optim import ModelEMA, build_scheduler, parameter_groups
 from glip.engine.tuning import apply_tuning
+from glip.fileio import atomic_write_text, open_append, remove_stale_temp_files
 from glip.losses.criterion import Criterion, CriterionConfig
 from glip.runtime import resolve_device, to_device, training_autocast
 
@@ -123,6 +131,9 @@ class ShardedEpochSampler(Sampler[int]):
 
 
 class _MetricsWriter:
+    """``metrics.jsonl`` / ``metrics.csv`` (appended, never through a planted link: :func:`open_append`) and
+    TensorBoard when installed."""
+
     def __init__(self, out_dir: Path, enabled: bool) -> None:
         self.enabled = enabled
         self.jsonl = out_dir / "metrics.jsonl"
@@ -136,13 +147,33 @@ class _MetricsWriter:
             except Exception:  # noqa: BLE001 - tensorboard is optional
                 self.tb = None
 
+    def truncate(self, step: int) -> int:
+        """Drop the records after ``step`` (written after the checkpoint a run resumes from, they would be
+        logged twice); rewritten atomically. Returns how many records were dropped."""
+        if not self.enabled:
+            return 0
+        dropped = 0
+        for path in (self.jsonl, self.csv):
+            if not path.exists() or path.is_symlink():
+                continue
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+            if path == self.jsonl:
+                kept = [line for line in lines if _record_step(line) <= step]
+                dropped = len(lines) - len(kept)
+            else:
+                header, rows = lines[:1], lines[1:]
+                kept = header + [r for r in rows if _csv_step(header, r) <= step]
+            if len(kept) != len(lines):
+                atomic_write_text(path, "".join(kept))
+        return dropped
+
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.jsonl.open("a") as handle:
+        with open_append(self.jsonl, encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        new = not self.csv.exists()
-        with self.csv.open("a", newline="") as handle:
+        new = not self.csv.exists() or self.csv.is_symlink()
+        with open_append(self.csv, newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=sorted(record))
             if new:
                 writer.writeheader()
@@ -155,6 +186,72 @@ class _MetricsWriter:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _record_step(line: str) -> float:
+    """The step of one ``metrics.jsonl`` line; an unreadable line (a write cut by a kill) counts as after
+    every step, so it is dropped on resume."""
+    try:
+        return float(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def _csv_step(header: list[str], row: str) -> float:
+    try:
+        values = next(csv.DictReader([*header, row]))
+        return float(values["step"])
+    except (StopIteration, ValueError, KeyError, TypeError):
+        return math.inf
+
+
+# TrainConfig fields a resumed run cannot change: they fix the parameter groups, the data order or the
+# checkpoint's contents (changing them would silently give another run than the one resumed)
+FIXED_ON_RESUME = ("tune", "freeze", "lr_factors", "batch_size", "grad_accum", "seed", "ema", "amp")
+# fields a resumed run takes from the new config (the optimiser's rates follow from the new step on)
+RATE_FIELDS = ("lr", "text_lr", "weight_decay", "bias_lr_factor")
+
+
+def _check_resume_config(saved: dict[str, Any] | None, config: TrainConfig, path: Path) -> list[str]:
+    """Refuse a resume whose config changes a :data:`FIXED_ON_RESUME` field (a CheckpointLoadError naming
+    them); returns the changed :data:`RATE_FIELDS` (honoured: the caller applies and reports them)."""
+    if not saved:
+        return []
+    saved = json.loads(json.dumps(saved))  # tuples as lists on both sides
+    current = json.loads(json.dumps(dataclasses.asdict(config)))
+    fixed = [k for k in FIXED_ON_RESUME if k in saved and saved[k] != current[k]]
+    if fixed:
+        changes = "; ".join(f"{k}: {saved[k]!r} in the checkpoint, {current[k]!r} now" for k in fixed)
+        raise CheckpointLoadError(
+            f"cannot resume {path} with other settings ({changes}): resume with the checkpoint's "
+            "settings, or start a new run (another --out, or --overwrite)"
+        )
+    return [k for k in RATE_FIELDS if k in saved and saved[k] != current[k]]
+
+
+def _check_resume_model(saved: dict[str, Any] | None, model: nn.Module, path: Path) -> None:
+    """A checkpoint of another architecture (another --preset or --set model key) is one clear error."""
+    if not saved or not hasattr(model, "config"):
+        return
+    current = json.loads(json.dumps(model.config.to_dict()))
+    saved = json.loads(json.dumps(saved))
+    if saved == current:
+        return
+    changed = sorted(_flat_differences(saved, current))
+    raise CheckpointLoadError(
+        f"cannot resume {path}: it holds another model ({', '.join(changed[:8])}"
+        f"{' ...' if len(changed) > 8 else ''} differ); resume with the checkpoint's --preset and --set "
+        "model keys, or start a new run (another --out, or --overwrite)"
+    )
+
+
+def _flat_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted({*a, *b}, key=str):
+            out += _flat_differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".") or "config"]
 
 
 def parse_train_overrides(items: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -263,27 +360,59 @@ def fit(
 
     step, epoch, batch_in_epoch = 0, 0, 0
     checkpoint_path = out_dir / LAST
+    if dist_info.is_main:
+        for stale in remove_stale_temp_files(out_dir, LAST):  # left by a run killed while saving
+            logger.info("removed %s (a checkpoint write cut by a kill)", stale.name)
+    writer = _MetricsWriter(out_dir, dist_info.is_main)
     if resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, trust_pickle=trust_pickle)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        _check_resume_model(state.get("model_config"), model, checkpoint_path)
+        rate_changes = _check_resume_config(state.get("train_config"), config, checkpoint_path)
+        fresh_base_lrs = list(scheduler.base_lrs)  # the rates of this config (before the checkpoint's)
+        fresh_decay = [group["weight_decay"] for group in optimizer.param_groups]
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            if ema is not None and state.get("ema") is not None:
+                ema.load_state_dict(state["ema"])
+            step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        except (RuntimeError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointLoadError(
+                f"cannot resume {checkpoint_path}: it does not fit this model or optimiser ({first[:300]}); "
+                "resume with the checkpoint's settings, or start a new run (another --out, or --overwrite)"
+            ) from None
+        # the rates of the new config apply from here on (unchanged rates give the same values bit for bit)
+        scheduler.base_lrs = fresh_base_lrs
+        for group, base, decay, rule in zip(
+            optimizer.param_groups, fresh_base_lrs, fresh_decay, scheduler.lr_lambdas
+        ):
+            group["initial_lr"], group["weight_decay"] = base, decay
+            group["lr"] = base * rule(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+        if dist_info.is_main and rate_changes:
+            saved_config = state["train_config"]
+            logger.warning(
+                "resuming with changed rates: %s; the new values apply from step %d on",
+                ", ".join(f"{k} {saved_config[k]} -> {getattr(config, k)}" for k in rate_changes),
+                step,
+            )
         saved = state.get("criterion_config")
         if dist_info.is_main and saved is not None and criterion_dict is not None and saved != criterion_dict:
             changed = sorted(k for k in {*saved, *criterion_dict} if saved.get(k) != criterion_dict.get(k))
             logger.warning("resuming with a different criterion config than the checkpoint's: %s", changed)
         set_rng_state(state["rng"][dist_info.rank] if isinstance(state["rng"], list) else state["rng"])
+        dropped = writer.truncate(step)  # records logged after the checkpoint would appear twice
         if dist_info.is_main:
             logger.info(
-                "resumed from %s at step %d (epoch %d, batch %d)",
+                "resumed from %s at step %d (epoch %d, batch %d)%s",
                 checkpoint_path,
                 step,
                 epoch,
                 batch_in_epoch,
+                f"; {dropped} metrics record(s) after step {step} removed from the log" if dropped else "",
             )
     elif resume and dist_info.is_main:
         logger.info("no checkpoint in %s: starting from scratch", out_dir)
@@ -295,13 +424,12 @@ def fit(
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,
         )
-    writer = _MetricsWriter(out_dir, dist_info.is_main)
     if dist_info.is_main:
-        (out_dir / "train_config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        atomic_write_text(out_dir / "train_config.json", json.dumps(dataclasses.asdict(config), indent=2))
         if criterion_dict is not None:
-            (out_dir / "criterion_config.json").write_text(json.dumps(criterion_dict, indent=2))
+            atomic_write_text(out_dir / "criterion_config.json", json.dumps(criterion_dict, indent=2))
         if hasattr(model, "config"):
-            (out_dir / "model_config.json").write_text(model.config.to_json())
+            atomic_write_text(out_dir / "model_config.json", model.config.to_json())
 
     def save(path: Path) -> None:
         rngs = [rng_state()]
@@ -344,6 +472,9 @@ def fit(
         sampler.set_epoch(epoch, start=batch_in_epoch * config.batch_size)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
+        # the loader's own generator (seeded per epoch): creating its iterator draws a base seed, which
+        # from the global generator would shift every later dropout mask of a resumed run
+        loader_generator = torch.Generator().manual_seed(config.seed * 100003 + epoch + 7919 * dist_info.rank)
         loader = DataLoader(
             dataset,
             batch_size=config.batch_size,
@@ -351,6 +482,7 @@ def fit(
             collate_fn=collate_fn,
             num_workers=config.num_workers,
             drop_last=True,
+            generator=loader_generator,
         )
         micro = 0
         for batch in loader:

@@ -47,6 +47,7 @@ from glip.eval.inference import (
     weights_checksum,
 )
 from glip.eval.options import BACKENDS, EvalOptions, EvalOptionsError
+from glip.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -438,7 +439,7 @@ def evaluate_detection(
             if task != "lvis":
                 out = Path(out_dir)
                 out.mkdir(parents=True, exist_ok=True)
-                (out / "predictions.coco.json").write_text(json.dumps(results))
+                atomic_write_text(out / "predictions.coco.json", json.dumps(results))
                 result.files["predictions"] = str(out / "predictions.coco.json")
             write_detection_report(
                 result,

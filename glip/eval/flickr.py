@@ -43,6 +43,7 @@ from glip.eval.inference import (
     weights_checksum,
 )
 from glip.eval.options import EvalOptions, EvalOptionsError
+from glip.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -423,7 +424,7 @@ def evaluate_flickr(
             out = Path(out_dir)
             out.mkdir(parents=True, exist_ok=True)
             dump = [{"image_id": k, "boxes": grouped[k][0], "scores": grouped[k][1]} for k in keys]
-            (out / "predictions.flickr.json").write_text(json.dumps(dump))
+            atomic_write_text(out / "predictions.flickr.json", json.dumps(dump))
             result.files["predictions"] = str(out / "predictions.flickr.json")
             write_flickr_report(result, out, dataset, image_dir, ranked, num_examples=num_examples)
         return result

@@ -21,6 +21,7 @@ import torch
 
 from glip.eval.common import EvalError, barrier, gather_objects, load_eval_image, rank_info
 from glip.eval.options import EvalOptions
+from glip.fileio import atomic_write_text, open_append
 from glip.text.prompts import Prompt, class_prompts, label_token_dict_from_spans
 from glip.text.tokenizer import PromptError, get_tokenizer
 
@@ -290,6 +291,8 @@ class PredictionCache:
         """Append to this rank's file if it has the same fingerprint, else start it anew."""
         self.directory.mkdir(parents=True, exist_ok=True)
         reuse = False
+        if self.path.is_symlink():  # planted: replaced by a file of our own, never followed
+            self.path.unlink()
         if self.path.exists():
             with self.path.open() as handle:
                 reuse = self._matches(handle.readline())
@@ -302,10 +305,10 @@ class PredictionCache:
                     handle.seek(0)
                     data = handle.read()
                     handle.truncate(data.rfind(b"\n") + 1)
-            self._handle = self.path.open("a")
+            self._handle = open_append(self.path)
         else:
-            self._handle = self.path.open("w")
-            self._handle.write(json.dumps({"fingerprint": self.fingerprint}) + "\n")
+            atomic_write_text(self.path, json.dumps({"fingerprint": self.fingerprint}) + "\n")
+            self._handle = open_append(self.path)
         self._handle.flush()
 
     def append(self, record: dict[str, Any]) -> None:

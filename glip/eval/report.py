@@ -21,6 +21,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from glip.eval.common import EvalError, EvalResult, load_eval_image, resolve_image_path
+from glip.fileio import atomic_save, atomic_write_text
 from glip.visualize import _font, color
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def _figure(width: float, height: float) -> Any:
 
 def write_metrics(result: EvalResult, out_dir: Path) -> Path:
     path = out_dir / "metrics.json"
-    path.write_text(json.dumps(result.to_json(), indent=1))
+    atomic_write_text(path, json.dumps(result.to_json(), indent=1))
     result.files["metrics"] = str(path)
     return path
 
@@ -101,7 +102,7 @@ def write_summary(
         lines.append("")
     lines += ["## Settings", ""] + _settings_table(result.settings) + [""]
     path = out_dir / "summary.md"
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     result.files["summary"] = str(path)
     return path
 
@@ -130,7 +131,7 @@ def plot_pr_curves(curves: Mapping[str, Any], path: Path, title: str = "") -> bo
     axes.legend(fontsize=7, ncol=2, loc="upper right")
     axes.set_title(title or "Precision-recall per IoU threshold (area all)")
     figure.tight_layout()
-    figure.savefig(path)
+    atomic_save(path, lambda handle: figure.savefig(handle, format="png"))
     return True
 
 
@@ -161,7 +162,7 @@ def plot_bars(
     axes.set_xlabel(xlabel)
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path)
+    atomic_save(path, lambda handle: figure.savefig(handle, format="png"))
     return True
 
 
@@ -261,7 +262,7 @@ def save_grid(tiles: Sequence[Image.Image], path: Path, columns: int = 4) -> boo
     )
     for index, tile in enumerate(tiles):
         grid.paste(tile, ((index % columns) * (width + 6), (index // columns) * (height + 6)))
-    grid.save(path)
+    atomic_save(path, lambda handle: grid.save(handle, format="PNG"))
     return True
 
 

@@ -42,6 +42,7 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image
 
+from glip.fileio import atomic_open, atomic_write_text
 from glip.images import ImageError
 from glip.preprocess import resized_hw
 from glip.selftrain.stats import PseudoLabelStats, save_score_histogram
@@ -143,12 +144,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def _atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a fsynced temporary file and a rename: all or nothing."""
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
     _fsync_dir(path.parent)
 
 
@@ -349,7 +345,44 @@ def _finished(parts: Path, shard: int, start: int, end: int) -> bool:
 
 
 def _run_record(config: PseudoLabelConfig, teacher_name: str | None, captions: str | None) -> dict[str, Any]:
-    return {**dataclasses.asdict(config), "teacher": teacher_name, "captions": captions}
+    record = {**dataclasses.asdict(config), "teacher": teacher_name, "captions": captions}
+    if captions is not None and Path(captions).is_file():
+        record["captions_file"] = input_fingerprint(captions)
+    return record
+
+
+def input_fingerprint(path: str | Path) -> dict[str, Any]:
+    """What pins a captions file for ``--resume``: its resolved path, size and a SHA-256 of its first and
+    last lines (cheap on a file of any size; a file that grew, shrank or was replaced gives another)."""
+    import hashlib
+
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        digest.update(handle.readline())
+        handle.seek(max(0, size - (1 << 16)))
+        tail = handle.read().rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+        digest.update(b"\0" + tail)
+    return {"path": str(path.resolve()), "size": size, "first_last_sha256": digest.hexdigest()}
+
+
+def _check_same_input(old: dict[str, Any], settings: dict[str, Any], parts: Path) -> None:
+    """A resumed run reads the captions file it started with (its shards hold labels of those lines)."""
+    before, now = old.get("captions_file"), settings.get("captions_file")
+    if not before or not now:  # a run from an older glip, or lines not read from a file
+        return
+    if before["size"] != now["size"] or before["first_last_sha256"] != now["first_last_sha256"]:
+        raise ValueError(
+            f"cannot resume {parts}: the captions file is not the one this run started with "
+            f"({before['path']}, {before['size']} bytes; now {now['path']}, {now['size']} bytes"
+            f"{', other first/last lines' if before['size'] == now['size'] else ''}): resume with that file, "
+            "or start a new run (another --out)"
+        )
+    if before["path"] != now["path"]:
+        logger.info(
+            "resuming with the same captions file at another path (%s, was %s)", now["path"], before["path"]
+        )
 
 
 def _prepare(parts: Path, settings: dict[str, Any], resume: bool) -> None:
@@ -366,6 +399,7 @@ def _prepare(parts: Path, settings: dict[str, Any], resume: bool) -> None:
         if changed:
             diffs = ", ".join(f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in changed)
             raise ValueError(f"cannot resume {parts} with different settings ({diffs})")
+        _check_same_input(old, settings, parts)
     elif parts.exists() and any(parts.glob("part-*.json")):  # every rank decides alike
         raise FileExistsError(f"{parts} holds shards but no run.json: remove it")
 
@@ -400,8 +434,8 @@ def run_shards(
     _barrier()
     if rank == 0:
         parts.mkdir(parents=True, exist_ok=True)
-        for stale in parts.glob("*.tmp-*"):  # partial files of a killed run (no rank writes yet)
-            stale.unlink(missing_ok=True)
+        for stale in [*parts.glob("*.tmp-*"), *parts.glob(".*.tmp")]:  # partial files of a killed run
+            stale.unlink(missing_ok=True)  # (no rank writes yet; .NAME.*.tmp: glip.fileio's temp files)
         if not (parts / "run.json").exists():
             _atomic_write(parts / "run.json", json.dumps(settings, indent=1) + "\n")
     _barrier()
@@ -433,12 +467,8 @@ def _write_shard(
 ) -> None:
     data_path, manifest_path = _shard_files(parts, shard)
     manifest_path.unlink(missing_ok=True)  # a stale manifest of another line range
-    tmp = data_path.with_name(data_path.name + f".tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as handle:
+    with atomic_open(data_path, "w", encoding="utf-8") as handle:
         stats, problems = _label_shard(teacher, lines, image_dir, batch_size, handle.write)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, data_path)
     _fsync_dir(parts)
     manifest = {
         "shard": shard,
@@ -477,8 +507,7 @@ def merge_shards(out: str | Path, num_lines: int, threshold: float | None = None
             f"{len(missing)} of {num_shards} shards are not finished: {', '.join(missing[:10])}"
             f"{' ...' if len(missing) > 10 else ''}; rerun with --resume"
         )
-    tmp = paths["out"].with_name(paths["out"].name + f".tmp-{os.getpid()}")
-    with tmp.open("wb") as target:
+    with atomic_open(paths["out"], "wb") as target:
         for manifest in manifests:
             data_path = parts / manifest["file"]
             if data_path.stat().st_size != manifest["bytes"]:
@@ -486,9 +515,6 @@ def merge_shards(out: str | Path, num_lines: int, threshold: float | None = None
             with data_path.open("rb") as source:
                 while chunk := source.read(1 << 20):
                     target.write(chunk)
-        target.flush()
-        os.fsync(target.fileno())
-    os.replace(tmp, paths["out"])
     stats = PseudoLabelStats.total(PseudoLabelStats.from_dict(m["stats"]) for m in manifests)
     problems = [p for m in manifests for p in m["problems"]]
     errors_path = None

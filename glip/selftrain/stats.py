@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from glip.fileio import atomic_save
+
 __all__ = ["HISTOGRAM_BINS", "PseudoLabelStats", "save_score_histogram"]
 
 #: Score histogram bins: [0, 0.01), [0.01, 0.02), ..., [0.99, 1.0].
@@ -137,7 +139,7 @@ def save_score_histogram(stats: PseudoLabelStats, path: str | Path, threshold: f
     axis.set_title(title, fontsize=9)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path)
+    atomic_save(path, lambda handle: figure.savefig(handle, format="png"))
     plt.close(figure)
     return path
 
@@ -164,5 +166,5 @@ def _pil_histogram(stats: PseudoLabelStats, path: Path, threshold: float, title:
     draw.text((margin, 10), title, fill="black")
     draw.text((margin, base + 8), "0", fill="black")
     draw.text((width - margin - 8, base + 8), "1", fill="black")
-    image.save(path)
+    atomic_save(path, lambda handle: image.save(handle, format="PNG"))
     return path

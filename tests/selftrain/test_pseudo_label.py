@@ -160,3 +160,28 @@ def test_student_trains_on_human_data_mixed_with_pseudo_labels(teacher, corpus, 
         ]
     )
     assert code == 0 and (tmp_path / "student" / "model" / "model.safetensors").exists()
+
+
+def test_resume_refuses_another_captions_file(teacher, corpus, tmp_path):
+    """The run pins its input (size + first and last lines): another file is refused, a moved copy is fine."""
+    captions = tmp_path / "captions.jsonl"
+    lines = (corpus / "captions.jsonl").read_text().splitlines()
+    captions.write_text("\n".join(lines[:2]) + "\n")
+    out = tmp_path / "p.jsonl"
+    config = PseudoLabelConfig(threshold=0.5, shard_size=1)
+
+    def run(path: Path):
+        return pseudo_label(teacher, read_lines(path), corpus / "images", out, config, resume=True,
+                            captions=str(path))  # fmt: skip
+
+    run(captions)
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(lines[2:4]) + "\n")
+    with pytest.raises(ValueError, match="captions file is not the one this run started with"):
+        run(other)
+    captions.write_text("\n".join(lines[:3]) + "\n")  # the same file, grown
+    with pytest.raises(ValueError, match="not the one"):
+        run(captions)
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text("\n".join(lines[:2]) + "\n")
+    assert run(moved).num_lines == 2
