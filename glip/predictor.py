@@ -152,8 +152,10 @@ class GLIPPredictor:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str | None = None, **kwargs: Any) -> GLIPPredictor:
+        from glip.weights.hub import local_model_path
         from glip.weights.loading import load_model
 
+        name_or_path = local_model_path(name_or_path)  # "user/repo" -> its downloaded Hub snapshot folder
         if "mask_head" not in kwargs:  # a mask head saved beside the model (glip.models.mask_head)
             from glip.models.mask_head import MASK_HEAD_WEIGHTS_FILE, load_mask_head
 
@@ -161,6 +163,16 @@ class GLIPPredictor:
                 kwargs["mask_head"] = load_mask_head(name_or_path)
         resolved = resolve_device(device)
         return cls(load_model(name_or_path, device=str(resolved)), device=resolved, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, directory: str | Path, **kwargs: Any) -> GLIPPredictor:
+        """A predictor whose forward runs in onnxruntime on CPU (a folder written by ``glip export`` /
+        :func:`glip.export.onnx.to_onnx`); prompts, pre- and post-processing are this class's own code."""
+        from glip.export.onnx import ExportError, OnnxModel
+
+        if kwargs.get("mask_head") is not None or kwargs.get("precision", "fp32") != "fp32":
+            raise ExportError("an ONNX model predicts boxes in fp32 only (no mask head, no precision)")
+        return cls(OnnxModel(directory), device="cpu", **kwargs)
 
     # ------------------------------------------------------------------ prompts
     def class_prompts(self, classes: Sequence[str], chunk_size: int | None = None) -> list[Prompt]:

@@ -1,7 +1,9 @@
 """glip.export.onnx: the exported graph in onnxruntime equals eager PyTorch, and so do the final detections.
 
-One export of the ``tiny_random`` preset (batch 2, 256x320, 12 tokens) is checked on sizes and prompt lengths
-it did not see. The export itself takes minutes on 2 CPU cores, hence ``slow``.
+Two exports, each checked on image sizes, batch sizes and prompt lengths it did not see: ``tiny_random``
+(random weights, no extra package; batch 2, 256x320, 12 tokens) and the ``tiny`` preset (the bundled demo
+model, EfficientNet-Lite0 + MiniLM; needs the ``tiny`` extra; batch 2, 320x320, 16 tokens). Each export takes
+minutes on 2 CPU cores, hence ``slow``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,20 @@ import torch
 from PIL import Image
 
 from glip.config import get_preset
-from glip.export.onnx import ExportableGLIP, ExportError, OnnxGLIP, export_mode, to_onnx
+from glip.export.onnx import (
+    ExportableGLIP,
+    ExportError,
+    OnnxGLIP,
+    OnnxModel,
+    export_mode,
+    level_shapes,
+    to_onnx,
+)
 from glip.models.glip import build_model
-from glip.predictor import GLIPPredictor
+from glip.predictor import GLIPPredictor, Prediction
 from glip.preprocess import normalize, pad_batch, resize_image
 from glip.text.tokenizer import tokenize_captions
+from glip.weights.demo import DEMO_EXAMPLES_DIR, DEMO_PROMPT, demo_model_available
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -47,11 +58,27 @@ def tiny_model() -> torch.nn.Module:
     return model
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):  # type: ignore[no-untyped-def]
-    model = tiny_model()
-    directory = tmp_path_factory.mktemp("onnx")
-    to_onnx(model, directory, image_size=(256, 320), num_tokens=12)
+def demo_model() -> torch.nn.Module:
+    """The ``tiny`` preset with its trained weights (the bundled demo model), config unchanged."""
+    from glip.weights.loading import load_model
+
+    return load_model("demo").eval()
+
+
+EXPORTS = {
+    "tiny_random": (tiny_model, {"image_size": (256, 320), "num_tokens": 12}),
+    "tiny": (demo_model, {"image_size": (320, 320), "num_tokens": 16}),
+}
+
+
+@pytest.fixture(scope="module", params=list(EXPORTS))
+def exported(request, tmp_path_factory):  # type: ignore[no-untyped-def]
+    build, options = EXPORTS[request.param]
+    if request.param == "tiny" and not demo_model_available():
+        pytest.skip("the demo model (tiny preset) needs the tiny extra: pip install '.[tiny]'")
+    model = build()
+    directory = tmp_path_factory.mktemp(f"onnx-{request.param}")
+    to_onnx(model, directory, **options)
     return model, directory
 
 
@@ -100,6 +127,50 @@ def check_detections(model, runner: OnnxGLIP) -> int:  # type: ignore[no-untyped
     return total
 
 
+def example_images() -> list[Image.Image]:
+    """Two sizes (so two padded-size groups) neither export saw: 320x320 (-> 320x320) and 200x360 (-> 288x512)."""
+    first = Image.open(DEMO_EXAMPLES_DIR / "test_000001.png").convert("RGB")
+    second = Image.open(DEMO_EXAMPLES_DIR / "test_000002.png").convert("RGB").resize((360, 200))
+    third = Image.open(DEMO_EXAMPLES_DIR / "test_000000.png").convert("RGB")
+    return [first, second, third]
+
+
+def assert_same_predictions(got: list[Prediction], want: list[Prediction]) -> int:
+    total = 0
+    for ours, eager in zip(got, want, strict=True):
+        assert ours.names == eager.names and ours.image_size == eager.image_size
+        assert len(ours) == len(eager)
+        # both sorted by score; compare in that order, as the raw detections check does
+        order_o, order_e = (p.scores.argsort(descending=True, stable=True) for p in (ours, eager))
+        torch.testing.assert_close(ours.scores[order_o], eager.scores[order_e], rtol=0, atol=1e-4)
+        torch.testing.assert_close(ours.labels[order_o], eager.labels[order_e])
+        torch.testing.assert_close(ours.boxes[order_o], eager.boxes[order_e], rtol=0, atol=1e-2)
+        total += len(eager)
+    return total
+
+
+def test_predictor_from_onnx_gives_the_eager_detections(exported) -> None:  # type: ignore[no-untyped-def]
+    """GLIPPredictor.from_onnx runs the predictor's own prompts, grouping and post-processing: the final
+    Predictions (boxes in original-image pixels) equal the eager predictor's, for classes and a caption."""
+    model, directory = exported
+    eager = GLIPPredictor(model, device="cpu")
+    onnx = GLIPPredictor.from_onnx(directory)
+    assert isinstance(onnx.model, OnnxModel) and onnx.model.config == model.config
+    images = example_images()
+    classes = DEMO_PROMPT.split(",")
+    threshold = 0.0 if model.config.name == "tiny_random" else 0.3
+    total = assert_same_predictions(
+        onnx.predict(images, classes=classes, threshold=threshold, batch_size=3),
+        eager.predict(images, classes=classes, threshold=threshold, batch_size=3),
+    )
+    caption, phrases = "a red circle next to a blue square", ["a red circle", "a blue square"]
+    total += assert_same_predictions(
+        onnx.predict(images[:2], caption=caption, phrases=phrases, threshold=threshold),
+        eager.predict(images[:2], caption=caption, phrases=phrases, threshold=threshold),
+    )
+    assert total > 0
+
+
 def test_onnxruntime_matches_eager_on_unseen_shapes(exported) -> None:  # type: ignore[no-untyped-def]
     model, directory = exported
     runner = OnnxGLIP(directory)
@@ -144,3 +215,20 @@ def test_bad_arguments_are_clear_errors(tmp_path) -> None:  # type: ignore[no-un
         to_onnx(model, tmp_path, opset=13)
     with pytest.raises(ExportError, match="not an exported glip model"):
         OnnxGLIP(tmp_path)
+    with pytest.raises(ExportError, match="not an exported glip model"):
+        GLIPPredictor.from_onnx(tmp_path)
+    with pytest.raises(ExportError, match="no mask head"):
+        GLIPPredictor.from_onnx(tmp_path, mask_head=torch.nn.Identity())
+
+
+@pytest.mark.parametrize("build", [tiny_model, demo_model], ids=["tiny_random", "tiny"])
+def test_deferred_level_shapes_are_the_eager_fpn_shapes(build) -> None:  # type: ignore[no-untyped-def]
+    """OnnxModel.encode_images computes the pyramid's shapes (for the anchors) without running the graph."""
+    if build is demo_model and not demo_model_available():
+        pytest.skip("the demo model (tiny preset) needs the tiny extra")
+    model = build()
+    strides = tuple(model.config.anchors.strides)
+    for height, width in ((160, 160), (192, 480), (320, 512), (800, 1344)):
+        with torch.no_grad():
+            fpn = model.encode_images(torch.zeros(1, 3, height, width))
+        assert level_shapes(height, width, strides) == [tuple(f.shape[-2:]) for f in fpn]
