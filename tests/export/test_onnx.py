@@ -232,3 +232,32 @@ def test_deferred_level_shapes_are_the_eager_fpn_shapes(build) -> None:  # type:
         with torch.no_grad():
             fpn = model.encode_images(torch.zeros(1, 3, height, width))
         assert level_shapes(height, width, strides) == [tuple(f.shape[-2:]) for f in fpn]
+
+
+def test_glip_serve_with_the_onnxruntime_runtime(exported) -> None:  # type: ignore[no-untyped-def]
+    """glip serve --model DIR --runtime onnxruntime: POST /detect answers with the eager predictor's record."""
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    from glip.serve.app import create_app, load_served_predictor
+    from glip.serve.server import BackgroundServer
+
+    model, directory = exported
+    predictor, name, _ = load_served_predictor(str(directory), None, "auto", "fp32", runtime="onnxruntime")
+    assert isinstance(predictor.model, OnnxModel) and name == str(directory)
+    with pytest.raises(ValueError, match="CPU in fp32"):
+        load_served_predictor(str(directory), None, "cuda", "fp32", runtime="onnxruntime")
+    example = DEMO_EXAMPLES_DIR / "test_000002.png"
+    with BackgroundServer(create_app(predictor, max_wait_ms=5)) as server:
+        response = httpx.post(
+            server.url + "/detect",
+            files={"image": ("shapes.png", example.read_bytes(), "image/png")},
+            data={"classes": DEMO_PROMPT, "threshold": "0.3"},
+            timeout=120,
+        )
+    assert response.status_code == 200, response.text
+    eager = GLIPPredictor(model, device="cpu").predict(example, classes=DEMO_PROMPT.split(","), threshold=0.3)
+    got = response.json()
+    assert got["file"] == "shapes.png" and len(got["detections"]) == len(eager)
+    for det, score, box in zip(got["detections"], eager.scores.tolist(), eager.boxes.tolist()):
+        assert det["score"] == pytest.approx(score, abs=1e-4)
+        assert det["box_xyxy"] == pytest.approx(box, abs=2e-2)
