@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from glip.export.onnx import ExportableGLIP, OnnxGLIP, export_summary, to_onnx
+    from glip.fileio import atomic_write_text
     from glip.text.prompts import build_detection_prompt
     from glip.text.tokenizer import tokenize_captions
     from glip.weights.resolve import resolve_model
@@ -97,15 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         wrapper = ExportableGLIP(model).eval()
         ids, mask = tokens.input_ids, tokens.attention_mask
         times_torch, times_ort = [], []
+        runner = OnnxGLIP(directory, threads=torch.get_num_threads())
         with torch.no_grad():
-            reference = wrapper(images, ids, mask)  # warm-up
-            for _ in range(args.repeats):
+            reference = wrapper(images, ids, mask)  # warm-ups
+        got = runner.forward(images, ids, mask)
+        for _ in range(args.repeats):  # alternating, so that a change in machine load hits both alike
+            with torch.no_grad():
                 start = time.perf_counter()
                 wrapper(images, ids, mask)
                 times_torch.append(time.perf_counter() - start)
-        runner = OnnxGLIP(directory)
-        got = runner.forward(images, ids, mask)  # warm-up
-        for _ in range(args.repeats):
             start = time.perf_counter()
             runner.forward(images, ids, mask)
             times_ort.append(time.perf_counter() - start)
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         result["pytorch_runs_s"] = [round(t, 3) for t in times_torch]
         result["onnxruntime_runs_s"] = [round(t, 3) for t in times_ort]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 
