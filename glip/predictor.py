@@ -229,14 +229,16 @@ class GLIPPredictor:
     @classmethod
     def from_pretrained(cls, name_or_path: str, device: str | None = None, **kwargs: Any) -> GLIPPredictor:
         """A predictor for a released name, ``"demo"`` / ``"demo_v2"`` (bundled), a saved directory, an
-        official ``.pth`` or a Hub repository. GLIPv2 heads saved beside the model (mask head, VQA and
-        captioning heads) are loaded too, around the same model."""
+        official ``.pth`` or a Hub repository ``"user/repo"`` (its snapshot is downloaded first). GLIPv2 heads
+        saved beside the model (mask head, VQA and captioning heads) are loaded too, around the same model."""
         from glip.models.captioning import load_caption_head
         from glip.models.mask_head import MASK_HEAD_WEIGHTS_FILE, load_mask_head
         from glip.models.vqa import load_vqa_head
         from glip.weights.demo import bundled_model_dir
+        from glip.weights.hub import local_model_path
         from glip.weights.loading import load_model
 
+        name_or_path = local_model_path(name_or_path)  # "user/repo" -> its downloaded Hub snapshot folder
         resolved = resolve_device(device)
         directory = bundled_model_dir(str(name_or_path)) or Path(name_or_path)
         model = load_model(directory if directory.is_dir() else name_or_path, device=str(resolved))
@@ -248,6 +250,16 @@ class GLIPPredictor:
             if "captioner" not in kwargs:
                 kwargs["captioner"] = load_caption_head(directory, model)
         return cls(model, device=resolved, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, directory: str | Path, **kwargs: Any) -> GLIPPredictor:
+        """A predictor whose forward runs in onnxruntime on CPU (a folder written by ``glip export`` /
+        :func:`glip.export.onnx.to_onnx`); prompts, pre- and post-processing are this class's own code."""
+        from glip.export.onnx import ExportError, OnnxModel
+
+        if kwargs.get("mask_head") is not None or kwargs.get("precision", "fp32") != "fp32":
+            raise ExportError("an ONNX model predicts boxes in fp32 only (no mask head, no precision)")
+        return cls(OnnxModel(directory), device="cpu", **kwargs)
 
     # ------------------------------------------------------------------ prompts
     def class_prompts(self, classes: Sequence[str], chunk_size: int | None = None) -> list[Prompt]:

@@ -55,6 +55,7 @@ def run_export(args: argparse.Namespace) -> int:
     path = to_onnx(model.eval(), args.out, **options)
     size_mb = Path(path).stat().st_size / 2**20
     print(
-        f"wrote {path} ({size_mb:.1f} MB) in {time.perf_counter() - started:.0f} s; run it with glip.export.onnx.OnnxGLIP"
+        f"wrote {path} ({size_mb:.1f} MB) in {time.perf_counter() - started:.0f} s; run it with "
+        f"GLIPPredictor.from_onnx({str(args.out)!r}) or glip serve --model {args.out} --runtime onnxruntime"
     )
     return 0

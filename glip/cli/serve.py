@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 SERVE_EXAMPLES = """examples:
   glip serve                                  # the bundled demo model on http://127.0.0.1:8000
   glip serve --model glip_t --device cuda --port 8080 --max-batch 16
+  glip serve --model exported/ --runtime onnxruntime   # a folder written by glip export (CPU)
   curl -F image=@street.jpg -F classes="person,bicycle" http://127.0.0.1:8000/detect
 """
 
@@ -32,6 +33,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--model", default="demo", help="'demo' (bundled), a released name, saved directory or official .pth"
     )
     parser.add_argument("--config", default=None, help="preset name or official YAML for an official .pth")
+    parser.add_argument(
+        "--runtime",
+        default="pytorch",
+        choices=("pytorch", "onnxruntime"),
+        help="onnxruntime: --model is a folder written by glip export, run on CPU in fp32",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
@@ -61,7 +68,9 @@ def run_serve(args: argparse.Namespace) -> int:
     except ServerStartError as exc:
         print(f"glip serve: {exc}")
         return 2
-    predictor, name, hint = load_served_predictor(args.model, args.config, args.device, args.precision)
+    predictor, name, hint = load_served_predictor(
+        args.model, args.config, args.device, args.precision, runtime=args.runtime
+    )
     if args.classes:
         hint = [c.strip() for c in args.classes.split(",") if c.strip()]
     app = create_app(

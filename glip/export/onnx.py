@@ -35,7 +35,11 @@ import torch
 from torch import nn
 
 from glip.config import GLIPConfig
+from glip.fileio import atomic_write_path, atomic_write_text
 from glip.models.anchors import AnchorGenerator
+from glip.models.glip import GLIP
+from glip.models.head import HeadOutput
+from glip.models.language import TextFeatures
 from glip.postprocess import Detections, LabelToTokens, postprocess_image
 from glip.preprocess import ImageBatch
 
@@ -183,22 +187,23 @@ def to_onnx(
     start = time.perf_counter()
     try:
         with export_mode(model), torch.no_grad():
-            torch.onnx.export(
+            program = torch.onnx.export(
                 wrapper,
                 (images, input_ids, attention_mask),
-                str(path),
+                None,
                 dynamo=True,
                 opset_version=opset,
                 input_names=list(INPUT_NAMES),
                 output_names=names,
                 dynamic_shapes=dynamic_shapes,
-                external_data=False,
                 verbose=False,
             )
+        assert program is not None
+        atomic_write_path(path, lambda tmp: program.save(str(tmp), external_data=False))
     finally:
         model.train(was_training)
     seconds = time.perf_counter() - start
-    (out_dir / CONFIG_FILE).write_text(config.to_json())
+    atomic_write_text(out_dir / CONFIG_FILE, config.to_json())
     info = {
         "format": "glip-onnx",
         "onnx_file": ONNX_FILE,
@@ -214,7 +219,7 @@ def to_onnx(
         "export_seconds": round(seconds, 2),
         "example": {"batch": batch_size, "image_size": [height, width], "num_tokens": num_tokens},
     }
-    (out_dir / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    atomic_write_text(out_dir / EXPORT_INFO_FILE, json.dumps(info, indent=2) + "\n")
     return path
 
 
@@ -327,6 +332,75 @@ class OnnxGLIP:
         ]
 
 
+def level_shapes(height: int, width: int, strides: Sequence[int]) -> list[tuple[int, int]]:
+    """(H_l, W_l) of the pyramid levels of a padded (H, W) input: ceil(H / s_l), ceil(W / s_l) (each level
+    halves the previous one with a padded stride-2 conv; :class:`OnnxModel` checks the graph agrees)."""
+    return [(-(-height // s), -(-width // s)) for s in strides]
+
+
+class _DeferredImages(list):  # type: ignore[type-arg]
+    """What :meth:`OnnxModel.encode_images` returns in place of the FPN maps: L empty ``(B, 0, H_l, W_l)``
+    tensors (their shapes are all the anchors need) plus the padded batch itself (``images``)."""
+
+    images: torch.Tensor
+
+
+class OnnxModel(nn.Module):
+    """The exported graph behind the part of the :class:`glip.models.glip.GLIP` interface that
+    :class:`glip.predictor.GLIPPredictor` uses (``config``, ``encode_images``, ``encode_text``,
+    ``forward_head``, ``anchor_generator``, ``postprocess``), so ``GLIPPredictor.from_onnx(DIR)`` runs the
+    predictor's own prompts, pre-processing, size grouping and post-processing with onnxruntime doing the forward.
+
+    The graph computes backbone, text encoder and head in one call, so the eager steps are deferred:
+    ``encode_images`` keeps the padded batch and returns empty per-level placeholders (B, 0, H_l, W_l);
+    ``encode_text`` returns the token ids as the "text features" (``hidden`` = ``embedded`` = ids (1, T, 1),
+    ``mask`` (1, T)); ``forward_head`` runs the graph. Hence the backbone runs once per prompt (the eager model
+    runs it once per image). No mask head: the graph does not output the tower features.
+    """
+
+    def __init__(
+        self, directory: str | Path, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int = 0
+    ) -> None:
+        super().__init__()
+        self.runner = OnnxGLIP(directory, providers, threads)
+        self.config = self.runner.config
+        self.anchor_generator = self.runner.anchor_generator
+        self.strides = tuple(int(s) for s in self.config.anchors.strides)
+
+    # GLIP.postprocess only reads self.config: the same code turns the graph's outputs into detections
+    postprocess = GLIP.postprocess
+
+    def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """images (B, 3, H, W) -> L empty maps (B, 0, H_l, W_l) (:func:`level_shapes`) carrying ``images``."""
+        shapes = level_shapes(int(images.shape[-2]), int(images.shape[-1]), self.strides)
+        levels = _DeferredImages(images.new_empty(images.shape[0], 0, h, w) for h, w in shapes)
+        levels.images = images
+        return levels
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures:
+        """(B, T) ids and mask -> TextFeatures with the ids as (B, T, 1) ``hidden`` / ``embedded``."""
+        ids = input_ids[..., None]
+        return TextFeatures(hidden=ids, embedded=ids, mask=attention_mask)
+
+    def forward_head(self, fpn: list[torch.Tensor], text: TextFeatures, causal: bool = False) -> HeadOutput:
+        """Run the graph on ``fpn.images`` and the ids in ``text`` -> the raw head outputs (``fused_text`` and
+        ``features`` are not exported: empty)."""
+        if causal or not isinstance(fpn, _DeferredImages):
+            raise ExportError("an ONNX model only runs through GLIPPredictor (from_onnx), non-causal")
+        raw = self.runner.forward(fpn.images, text.hidden[..., 0], text.mask)
+        for got, want in zip(raw["box_regression"], fpn):
+            if got.shape[-2:] != want.shape[-2:]:
+                raise ExportError(f"level shape {tuple(got.shape[-2:])} != expected {tuple(want.shape[-2:])}")
+        empty = fpn.images.new_empty(0)
+        return HeadOutput(
+            token_logits=raw["token_logits"],
+            box_regression=raw["box_regression"],
+            centerness=raw["centerness"],
+            fused_text=empty,
+            features=[],
+        )
+
+
 def export_summary(directory: str | Path) -> dict[str, Any]:
     """``onnx.json`` plus the graph's file size in bytes (for reports and the CLI)."""
     directory = Path(directory)
@@ -344,8 +418,10 @@ __all__ = [
     "MIN_SIDE",
     "ONNX_FILE",
     "OnnxGLIP",
+    "OnnxModel",
     "export_mode",
     "export_summary",
+    "level_shapes",
     "output_names",
     "to_onnx",
 ]

@@ -7,8 +7,11 @@ Endpoints (every error is a JSON ``{"error": "..."}`` with a 4xx/5xx status; non
   ("true" where the model has a mask head). Returns the ``predictions.json`` record of the image
   (:meth:`glip.predictor.Prediction.to_dict`, ``file`` = the upload's file name).
 * ``POST /ask`` (visual question answering) and ``POST /caption`` (captioning): 501 until the predictor
-  has those heads. To add one: give the predictor the method named in ``TASKS``, make its endpoint queue
-  a request on the batcher like ``/detect`` does, and list it in ``supported_tasks``.
+  has those heads. To add one: give the predictor the method named in ``TASKS`` (``supported_tasks`` then
+  reports it), add a request dataclass with ``prompt_key`` and ``run(predictor, requests)`` (see
+  :func:`glip.serve.batcher.run_requests`), and make the endpoint parse its form, decode the image with
+  :func:`decode_upload` and ``await batcher.submit(request)`` as ``/detect`` does: batching, limits and
+  error answers come with it.
 * ``GET /health``: ``{"status": "ok", "queued", "running", "stats"}`` with the batch sizes formed so far.
 * ``GET /models``: the loaded model (name, preset, classes hint, tasks, limits).
 * ``GET /``: the web page (self-contained HTML + JS, no CDN): upload an image, see the boxes.
@@ -297,13 +300,23 @@ def create_app(
 
 
 def load_served_predictor(
-    model: str, config: str | None, device: str, precision: str
+    model: str, config: str | None, device: str, precision: str, runtime: str = "pytorch"
 ) -> "tuple[GLIPPredictor, str, list[str] | None]":
-    """``'demo'`` -> the bundled demo model (with its classes as the hint); anything else -> load_model."""
+    """``'demo'`` -> the bundled demo model (with its classes as the hint); anything else -> load_model.
+    ``runtime="onnxruntime"``: ``model`` is a folder written by ``glip export`` (``GLIPPredictor.from_onnx``,
+    CPU, fp32)."""
     from glip.predictor import GLIPPredictor
     from glip.runtime import resolve_device
     from glip.weights.loading import load_model, resolve_config
 
+    if runtime == "onnxruntime":
+        if device not in ("auto", "cpu") or precision != "fp32" or config is not None:
+            raise ValueError(
+                "--runtime onnxruntime runs on CPU in fp32: drop --device, --precision, --config"
+            )
+        return GLIPPredictor.from_onnx(model), model, None
+    if runtime != "pytorch":
+        raise ValueError(f"runtime must be pytorch or onnxruntime, got {runtime!r}")
     resolved = resolve_device(device)
     if model == "demo":
         from glip.weights.demo import DEMO_MODEL_DIR, DEMO_PROMPT

@@ -49,6 +49,11 @@ class DetectRequest:
         """Requests with equal keys are answered by one ``predict`` call."""
         return (self.classes, self.caption, self.phrases, self.threshold, self.masks)
 
+    @staticmethod
+    def run(predictor: Any, requests: Sequence[DetectRequest]) -> list[Any]:
+        """Answer requests that share a ``prompt_key``: :func:`predict_group`."""
+        return predict_group(predictor, requests)
+
 
 @dataclass
 class BatcherStats:
@@ -78,8 +83,18 @@ class BatcherStats:
 
 @dataclass
 class _Pending:
-    request: DetectRequest
+    request: Any  # a DetectRequest, or another task's request (see run_requests)
     future: asyncio.Future[Any]
+
+
+def run_requests(predictor: Any, requests: Sequence[Any]) -> list[Any]:
+    """The default ``run_group``: the requests' own ``run`` (:meth:`DetectRequest.run` for detection).
+
+    Another task (the GLIPv2 ``/ask`` and ``/caption`` endpoints, once the predictor has those heads) adds a
+    frozen request dataclass with a ``prompt_key`` and a ``run(predictor, requests) -> results`` staticmethod,
+    and its endpoint submits it to the same batcher: requests are grouped by (type, ``prompt_key``), and every
+    predictor call still happens in the worker, one at a time."""
+    return type(requests[0]).run(predictor, requests)
 
 
 def predict_group(predictor: Any, requests: Sequence[DetectRequest]) -> list[Any]:
@@ -101,7 +116,7 @@ def predict_group(predictor: Any, requests: Sequence[DetectRequest]) -> list[Any
 
 
 class Batcher:
-    """Collects concurrent requests into batches for ``run_group`` (default :func:`predict_group`).
+    """Collects concurrent requests into batches for ``run_group`` (default :func:`run_requests`).
 
     ``max_batch``: requests per worker round; ``max_wait_ms``: how long the worker waits for more after
     the first; ``max_queue``: waiting requests beyond which :meth:`submit` raises :class:`QueueFullError`.
@@ -113,7 +128,7 @@ class Batcher:
         max_batch: int = 8,
         max_wait_ms: float = 10.0,
         max_queue: int = 64,
-        run_group: Callable[[Any, Sequence[DetectRequest]], list[Any]] = predict_group,
+        run_group: Callable[[Any, Sequence[Any]], list[Any]] = run_requests,
     ) -> None:
         if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError(
@@ -152,8 +167,9 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_exception(QueueFullError("the server is shutting down"))
 
-    async def submit(self, request: DetectRequest) -> Any:
-        """Queue ``request`` and wait for its Prediction (or the exception its prediction raised)."""
+    async def submit(self, request: Any) -> Any:
+        """Queue ``request`` (a :class:`DetectRequest` or another task's, see :func:`run_requests`) and wait for
+        its result (or the exception its prediction raised)."""
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not called (the app was not started)")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -195,7 +211,8 @@ class Batcher:
             self.stats.batch_sizes[len(batch)] += 1
             groups: dict[tuple[Any, ...], list[_Pending]] = {}
             for pending in batch:
-                groups.setdefault(pending.request.prompt_key, []).append(pending)
+                key = (type(pending.request), pending.request.prompt_key)
+                groups.setdefault(key, []).append(pending)
             self.running = len(batch)
             started = time.perf_counter()
             try:

@@ -2,11 +2,15 @@
 in :mod:`glip.weights.publish`).
 
 A Hub repository holds what :func:`glip.weights.loading.save_model` writes (``config.json`` +
-``model.safetensors``), optionally the GLIPv2 mask head beside it (``mask_head.json`` +
-``mask_head.safetensors``, :mod:`glip.models.mask_head`) and a ``README.md`` model card. The VQA and captioning
-heads of :mod:`glip.v2` live in the model's own state dict (``model.safetensors``), so they travel with it.
+``model.safetensors``), optionally task heads beside it (:data:`HEAD_FILES`: today the GLIPv2 mask head,
+``mask_head.json`` + ``mask_head.safetensors``, :mod:`glip.models.mask_head`) and a ``README.md`` model card.
+The GLIPv2 VQA and captioning heads (:class:`glip.v2.vqa.VQAHead`, :class:`glip.v2.captioning.CaptionHead`)
+are separate modules with no saved format yet, so they are neither uploaded nor downloaded: once they have a
+save / load pair, add their file names to :data:`HEAD_FILES` (downloaded when present) and save them in
+:func:`glip.weights.publish.save_pretrained`; ``GLIPPredictor.from_pretrained`` then finds them in the folder.
 
-``load_model("user/repo")`` (:func:`glip.weights.loading.load_model`) downloads through :func:`download`.
+``load_model("user/repo")`` (:func:`glip.weights.loading.load_model`) downloads through :func:`download`;
+``GLIPPredictor.from_pretrained("user/repo")`` through :func:`local_model_path` (so heads beside the model load).
 ``HF_ENDPOINT`` (read at call time, so a test or a mirror can set it late) picks the server and
 ``HF_HUB_OFFLINE=1`` uses the local cache only.
 """
@@ -21,9 +25,12 @@ from typing import Any
 from glip.weights.format import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 
 README_FILE = "README.md"
-MASK_HEAD_FILES = ("mask_head.json", "mask_head.safetensors")
+MASK_HEAD_FILES = ("mask_head.json", "mask_head.safetensors")  # glip.models.mask_head's file names
+# optional task heads saved beside the model, by head: the files are downloaded when the repository has them.
+# The hook for the GLIPv2 VQA / captioning heads once they can be saved (see the module docstring).
+HEAD_FILES: dict[str, tuple[str, ...]] = {"mask_head": MASK_HEAD_FILES}
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
-OPTIONAL_FILES = (*MASK_HEAD_FILES, README_FILE)
+OPTIONAL_FILES = (*(name for files in HEAD_FILES.values() for name in files), README_FILE)
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -90,3 +97,14 @@ def download(
             continue
     assert directory is not None
     return directory
+
+
+def local_model_path(name_or_path: str | Path) -> str:
+    """``"user/repo"`` (one ``/``, not an existing path or a released name) -> the downloaded snapshot folder
+    (:func:`download`, heads included); anything else unchanged. The rule is ``load_model``'s."""
+    from glip.weights.registry import RELEASED
+
+    text = str(name_or_path)
+    if text in RELEASED or Path(text).exists() or text.count("/") != 1:
+        return text
+    return str(download(text))

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from glip.fileio import atomic_write_text
 from glip.weights.hub import README_FILE, HubError, endpoint, is_repo_id, offline
 from glip.weights.loading import save_model
 
@@ -20,8 +21,10 @@ def model_card(
     training_data: str | None = None,
     metrics: Mapping[str, float] | None = None,
     notes: str | None = None,
+    mask_head: Any = None,
 ) -> str:
-    """A README.md model card: preset, parameter count, training data summary and metrics when given."""
+    """A README.md model card: preset, parameter count, task heads, training data summary and metrics when
+    given."""
     config = model.config
     parameters = sum(p.numel() for p in model.parameters())
     title = repo_id or config.name
@@ -47,6 +50,9 @@ def model_card(
         f"| parameters | {parameters:,} ({parameters / 1e6:.1f} M) |",
         f"| text encoder | `{config.text.pretrained or 'BERT (in the weights)'}` |",
         f"| max query length | {config.text.max_query_len} |",
+        "| tasks | detection, phrase grounding"
+        + (", instance masks (`mask_head.safetensors`)" if mask_head is not None else "")
+        + " |",
     ]
     if training_data:
         lines += ["", "## Training data", "", training_data.strip()]
@@ -83,14 +89,29 @@ def save_pretrained(
     skip_pretrained_text: bool = False,
     half: bool = False,
 ) -> Path:
-    """:func:`glip.weights.loading.save_model` + a generated ``README.md`` (+ the mask head if given)."""
+    """:func:`glip.weights.loading.save_model` + a generated ``README.md`` (+ the mask head if given).
+
+    ``model``: a :class:`glip.models.glip.GLIP` or a :class:`glip.predictor.GLIPPredictor` (its model, and its
+    mask head unless ``mask_head`` is given). ``GLIPPredictor.from_pretrained(directory)`` loads both back.
+    """
+    model, mask_head = _model_and_heads(model, mask_head)
     directory = save_model(model, directory, skip_pretrained_text=skip_pretrained_text, half=half)
     if mask_head is not None:
         from glip.models.mask_head import save_mask_head
 
         save_mask_head(mask_head, directory)
-    (directory / README_FILE).write_text(model_card(model, repo_id, training_data, metrics, notes))
+    # the VQA / captioning heads have no saved format yet: see glip.weights.hub.HEAD_FILES
+    atomic_write_text(
+        directory / README_FILE, model_card(model, repo_id, training_data, metrics, notes, mask_head)
+    )
     return directory
+
+
+def _model_and_heads(model: Any, mask_head: Any) -> tuple[Any, Any]:
+    """A predictor (it has ``.model`` and ``.predict``) -> its model and mask head; a model -> itself."""
+    if hasattr(model, "predict") and hasattr(model, "model"):
+        return model.model, mask_head if mask_head is not None else getattr(model, "mask_head", None)
+    return model, mask_head
 
 
 def push_to_hub(
@@ -109,7 +130,8 @@ def push_to_hub(
     half: bool = False,
     ignore_patterns: Sequence[str] | None = None,
 ) -> str:
-    """Save the model (:func:`save_pretrained`) to a temporary folder and upload it; returns the commit URL.
+    """Save the model or predictor (:func:`save_pretrained`) to a temporary folder and upload it; returns the
+    commit URL.
 
     Creates the repository when needed (``HfApi.create_repo(exist_ok=True)``) and uploads the folder in one
     commit (``HfApi.upload_folder``). ``HF_ENDPOINT`` selects the server, ``token`` (or the login) the user.

@@ -29,3 +29,17 @@ def test_a_port_in_use_exits_2_before_loading_the_model(capsys):
     finally:
         taken.close()
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().out
+
+
+def test_runtime_onnxruntime_takes_an_export_folder(tmp_path):
+    import pytest
+
+    from glip.export.onnx import ExportError
+    from glip.serve.app import load_served_predictor
+
+    assert parse().runtime == "pytorch"
+    assert parse("--model", "out/", "--runtime", "onnxruntime").runtime == "onnxruntime"
+    with pytest.raises(ExportError):  # not an export (or onnxruntime missing): one clear ValueError
+        load_served_predictor(str(tmp_path), None, "auto", "fp32", runtime="onnxruntime")
+    with pytest.raises(ValueError, match="CPU in fp32"):
+        load_served_predictor(str(tmp_path), None, "cpu", "fp16", runtime="onnxruntime")

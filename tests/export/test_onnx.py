@@ -1,7 +1,9 @@
 """glip.export.onnx: the exported graph in onnxruntime equals eager PyTorch, and so do the final detections.
 
-One export of the ``tiny_random`` preset (batch 2, 256x320, 12 tokens) is checked on sizes and prompt lengths
-it did not see. The export itself takes minutes on 2 CPU cores, hence ``slow``.
+Two exports, each checked on image sizes, batch sizes and prompt lengths it did not see: ``tiny_random``
+(random weights, no extra package; batch 2, 256x320, 12 tokens) and the ``tiny`` preset (the bundled demo
+model, EfficientNet-Lite0 + MiniLM; needs the ``tiny`` extra; batch 2, 320x320, 16 tokens). Each export takes
+minutes on 2 CPU cores, hence ``slow``.
 """
 
 from __future__ import annotations
@@ -15,11 +17,20 @@ import torch
 from PIL import Image
 
 from glip.config import get_preset
-from glip.export.onnx import ExportableGLIP, ExportError, OnnxGLIP, export_mode, to_onnx
+from glip.export.onnx import (
+    ExportableGLIP,
+    ExportError,
+    OnnxGLIP,
+    OnnxModel,
+    export_mode,
+    level_shapes,
+    to_onnx,
+)
 from glip.models.glip import build_model
-from glip.predictor import GLIPPredictor
+from glip.predictor import GLIPPredictor, Prediction
 from glip.preprocess import normalize, pad_batch, resize_image
 from glip.text.tokenizer import tokenize_captions
+from glip.weights.demo import DEMO_EXAMPLES_DIR, DEMO_PROMPT, demo_model_available
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -47,11 +58,27 @@ def tiny_model() -> torch.nn.Module:
     return model
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):  # type: ignore[no-untyped-def]
-    model = tiny_model()
-    directory = tmp_path_factory.mktemp("onnx")
-    to_onnx(model, directory, image_size=(256, 320), num_tokens=12)
+def demo_model() -> torch.nn.Module:
+    """The ``tiny`` preset with its trained weights (the bundled demo model), config unchanged."""
+    from glip.weights.loading import load_model
+
+    return load_model("demo").eval()
+
+
+EXPORTS = {
+    "tiny_random": (tiny_model, {"image_size": (256, 320), "num_tokens": 12}),
+    "tiny": (demo_model, {"image_size": (320, 320), "num_tokens": 16}),
+}
+
+
+@pytest.fixture(scope="module", params=list(EXPORTS))
+def exported(request, tmp_path_factory):  # type: ignore[no-untyped-def]
+    build, options = EXPORTS[request.param]
+    if request.param == "tiny" and not demo_model_available():
+        pytest.skip("the demo model (tiny preset) needs the tiny extra: pip install '.[tiny]'")
+    model = build()
+    directory = tmp_path_factory.mktemp(f"onnx-{request.param}")
+    to_onnx(model, directory, **options)
     return model, directory
 
 
@@ -100,6 +127,60 @@ def check_detections(model, runner: OnnxGLIP) -> int:  # type: ignore[no-untyped
     return total
 
 
+def example_images() -> list[Image.Image]:
+    """Two sizes (so two padded-size groups) neither export saw: 320x320 (-> 320x320) and 200x360 (-> 288x512)."""
+    first = Image.open(DEMO_EXAMPLES_DIR / "test_000001.png").convert("RGB")
+    second = Image.open(DEMO_EXAMPLES_DIR / "test_000002.png").convert("RGB").resize((360, 200))
+    third = Image.open(DEMO_EXAMPLES_DIR / "test_000000.png").convert("RGB")
+    return [first, second, third]
+
+
+def assert_same_predictions(got: list[Prediction], want: list[Prediction]) -> int:
+    """Same count per image and a one-to-one match of detections: same label, score within 1e-4, box within
+    0.01 px. (Matched, not compared in score order: a random model has many near-equal scores whose order may
+    differ by float rounding.)"""
+    total = 0
+    for ours, eager in zip(got, want, strict=True):
+        assert ours.names == eager.names and ours.image_size == eager.image_size
+        assert len(ours) == len(eager)
+        assert torch.equal(ours.labels.sort().values, eager.labels.sort().values)
+        for label in eager.labels.unique().tolist():
+            mine, theirs = (torch.nonzero(p.labels == label).reshape(-1) for p in (ours, eager))
+            # (N, N) closeness: score within 1e-4 and every box coordinate within 0.01 px
+            close = ((ours.scores[mine, None] - eager.scores[None, theirs]).abs() <= 1e-4) & (
+                (ours.boxes[mine, None, :] - eager.boxes[None, theirs, :]).abs().amax(dim=-1) <= 1e-2
+            )
+            used = torch.zeros(len(mine), dtype=torch.bool)
+            for column in range(len(theirs)):  # greedy one-to-one matching
+                candidates = torch.nonzero(close[:, column] & ~used).reshape(-1)
+                assert len(candidates), f"eager detection {int(theirs[column])} (label {label}) has no match"
+                used[candidates[0]] = True
+        total += len(eager)
+    return total
+
+
+def test_predictor_from_onnx_gives_the_eager_detections(exported) -> None:  # type: ignore[no-untyped-def]
+    """GLIPPredictor.from_onnx runs the predictor's own prompts, grouping and post-processing: the final
+    Predictions (boxes in original-image pixels) equal the eager predictor's, for classes and a caption."""
+    model, directory = exported
+    eager = GLIPPredictor(model, device="cpu")
+    onnx = GLIPPredictor.from_onnx(directory)
+    assert isinstance(onnx.model, OnnxModel) and onnx.model.config == model.config
+    images = example_images()
+    classes = DEMO_PROMPT.split(",")
+    threshold = 0.0 if model.config.name == "tiny_random" else 0.3
+    total = assert_same_predictions(
+        onnx.predict(images, classes=classes, threshold=threshold, batch_size=3),
+        eager.predict(images, classes=classes, threshold=threshold, batch_size=3),
+    )
+    caption, phrases = "a red circle next to a blue square", ["a red circle", "a blue square"]
+    total += assert_same_predictions(
+        onnx.predict(images[:2], caption=caption, phrases=phrases, threshold=threshold),
+        eager.predict(images[:2], caption=caption, phrases=phrases, threshold=threshold),
+    )
+    assert total > 0
+
+
 def test_onnxruntime_matches_eager_on_unseen_shapes(exported) -> None:  # type: ignore[no-untyped-def]
     model, directory = exported
     runner = OnnxGLIP(directory)
@@ -144,3 +225,55 @@ def test_bad_arguments_are_clear_errors(tmp_path) -> None:  # type: ignore[no-un
         to_onnx(model, tmp_path, opset=13)
     with pytest.raises(ExportError, match="not an exported glip model"):
         OnnxGLIP(tmp_path)
+    with pytest.raises(ExportError, match="not an exported glip model"):
+        GLIPPredictor.from_onnx(tmp_path)
+    with pytest.raises(ExportError, match="no mask head"):
+        GLIPPredictor.from_onnx(tmp_path, mask_head=torch.nn.Identity())
+
+
+@pytest.mark.parametrize("build", [tiny_model, demo_model], ids=["tiny_random", "tiny"])
+def test_deferred_level_shapes_are_the_eager_fpn_shapes(build) -> None:  # type: ignore[no-untyped-def]
+    """OnnxModel.encode_images computes the pyramid's shapes (for the anchors) without running the graph."""
+    if build is demo_model and not demo_model_available():
+        pytest.skip("the demo model (tiny preset) needs the tiny extra")
+    model = build()
+    strides = tuple(model.config.anchors.strides)
+    for height, width in ((160, 160), (192, 480), (320, 512), (800, 1344)):
+        with torch.no_grad():
+            fpn = model.encode_images(torch.zeros(1, 3, height, width))
+        assert level_shapes(height, width, strides) == [tuple(f.shape[-2:]) for f in fpn]
+
+
+def test_glip_serve_with_the_onnxruntime_runtime(exported) -> None:  # type: ignore[no-untyped-def]
+    """glip serve --model DIR --runtime onnxruntime: POST /detect answers with the eager predictor's record."""
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    from glip.serve.app import create_app, load_served_predictor
+    from glip.serve.server import BackgroundServer
+
+    model, directory = exported
+    predictor, name, _ = load_served_predictor(str(directory), None, "auto", "fp32", runtime="onnxruntime")
+    assert isinstance(predictor.model, OnnxModel) and name == str(directory)
+    with pytest.raises(ValueError, match="CPU in fp32"):
+        load_served_predictor(str(directory), None, "cuda", "fp32", runtime="onnxruntime")
+    example = DEMO_EXAMPLES_DIR / "test_000002.png"
+    with BackgroundServer(create_app(predictor, max_wait_ms=5)) as server:
+        response = httpx.post(
+            server.url + "/detect",
+            files={"image": ("shapes.png", example.read_bytes(), "image/png")},
+            data={"classes": DEMO_PROMPT, "threshold": "0.3"},
+            timeout=120,
+        )
+    assert response.status_code == 200, response.text
+    eager = GLIPPredictor(model, device="cpu").predict(example, classes=DEMO_PROMPT.split(","), threshold=0.3)
+    got = response.json()
+    assert got["file"] == "shapes.png" and (got["width"], got["height"]) == eager.image_size
+    served = Prediction(
+        boxes=torch.tensor([d["box_xyxy"] for d in got["detections"]]).reshape(-1, 4),
+        scores=torch.tensor([d["score"] for d in got["detections"]]),
+        labels=torch.tensor([d["label"] for d in got["detections"]], dtype=torch.long),
+        phrases=[d["phrase"] for d in got["detections"]],
+        names=eager.names,
+        image_size=(got["width"], got["height"]),
+    )
+    assert assert_same_predictions([served], [eager]) == len(eager)

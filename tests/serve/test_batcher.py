@@ -94,3 +94,30 @@ def test_bad_settings_and_no_start():
         Batcher(FakePredictor(), max_batch=0)
     with pytest.raises(RuntimeError, match="start"):
         asyncio.run(Batcher(FakePredictor()).submit(request()))
+
+
+def test_another_task_shares_the_worker_in_its_own_groups():
+    """The hook for GLIPv2 /ask and /caption: a request type with prompt_key + run() goes through the same
+    batcher, grouped apart from detection requests even when its prompt_key is equal."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class AskRequest:
+        image: Image.Image
+        question: str
+
+        @property
+        def prompt_key(self):
+            return (("a",), None, None, 0.5, False)  # the same key as request(): the type keeps them apart
+
+        @staticmethod
+        def run(predictor, requests):
+            predictor.calls.append(("ask", len(requests)))
+            return [f"{r.question} {r.image.width}" for r in requests]
+
+    predictor = FakePredictor()
+    batcher = Batcher(predictor, max_batch=8, max_wait_ms=100)
+    asks = [AskRequest(Image.new("RGB", (w, 8)), "what?") for w in (5, 6)]
+    results = asyncio.run(run_all(batcher, [request(8), asks[0], request(9), asks[1]]))
+    assert results == [(["a"], None, 8), "what? 5", (["a"], None, 9), "what? 6"]
+    assert predictor.calls == [(("a",), 2), ("ask", 2)]

@@ -182,13 +182,84 @@ def test_missing_repo_is_one_clear_error(fake_hub) -> None:  # type: ignore[no-u
         load_model("nobody/nothing")
 
 
+def _mask_head(model):  # type: ignore[no-untyped-def]
+    from glip.models.mask_head import MaskHead, MaskHeadConfig
+
+    torch.manual_seed(1)
+    return MaskHead(
+        MaskHeadConfig.for_model(model.config, num_convs=1, conv_channels=16, embed_dim=16)
+    ).eval()
+
+
+def _assert_same_tensors(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    own, got = a.state_dict(), b.state_dict()
+    assert set(own) == set(got)
+    for key, value in own.items():
+        assert torch.equal(value, got[key]), key
+
+
 def test_save_pretrained_writes_card_and_mask_head(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from glip.predictor import GLIPPredictor
+
     model = _model()
     out = publish.save_pretrained(model, tmp_path / "m", metrics={"R@1": 0.5})
-    assert {p.name for p in out.iterdir()} >= {"config.json", "model.safetensors", "README.md"}
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md"}
     text = (out / "README.md").read_text()
-    assert "parameters" in text and "R@1" in text
+    assert "parameters" in text and "R@1" in text and "instance masks" not in text
     assert load_model(out).config == model.config
+
+    # a predictor with a mask head: both saved, both loaded back by from_pretrained(directory)
+    head = _mask_head(model)
+    out = publish.save_pretrained(GLIPPredictor(model, device="cpu", mask_head=head), tmp_path / "seg")
+    assert {"mask_head.json", "mask_head.safetensors"} <= {p.name for p in out.iterdir()}
+    assert "instance masks" in (out / "README.md").read_text()
+    loaded = GLIPPredictor.from_pretrained(str(out), device="cpu")
+    assert loaded.mask_head is not None
+    _assert_same_tensors(head, loaded.mask_head)
+    _assert_same_tensors(model, loaded.model)
+
+
+def test_predictor_and_glip_load_model_from_the_hub_with_a_mask_head(fake_hub) -> None:  # type: ignore[no-untyped-def]
+    """push_to_hub(predictor) uploads the mask head beside the model; GLIPPredictor.from_pretrained("user/repo")
+    and glip.load_model("user/repo") download through hf_hub_download and load identical tensors."""
+    import glip
+    from glip.predictor import GLIPPredictor
+
+    model = _model()
+    head = _mask_head(model)
+    publish.push_to_hub(
+        GLIPPredictor(model, device="cpu", mask_head=head), "someone/seg", training_data="COCO 2017 train"
+    )
+    files = set(fake_hub.repos["someone/seg"])
+    assert files == {
+        "config.json",
+        "model.safetensors",
+        "mask_head.json",
+        "mask_head.safetensors",
+        "README.md",
+    }
+
+    predictor = GLIPPredictor.from_pretrained("someone/seg", device="cpu")
+    assert predictor.mask_head is not None
+    _assert_same_tensors(head, predictor.mask_head)
+    _assert_same_tensors(model, predictor.model)
+    assert any("/someone/seg/resolve/" in r and "mask_head.safetensors" in r for r in fake_hub.requests)
+    _assert_same_tensors(model, glip.load_model("someone/seg"))
+
+    # a repository without a mask head: the predictor has none (the optional files 404)
+    publish.push_to_hub(model, "someone/boxes")
+    assert GLIPPredictor.from_pretrained("someone/boxes", device="cpu").mask_head is None
+
+
+def test_local_model_path_downloads_only_repo_ids(fake_hub, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    assert hub.local_model_path("glip_t") == "glip_t"  # a released name: load_model downloads it itself
+    assert hub.local_model_path("demo") == "demo"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "user" / "repo").mkdir(parents=True)
+    assert hub.local_model_path("user/repo") == "user/repo"  # an existing folder wins over a repo id
+    assert fake_hub.requests == []
+    with pytest.raises(hub.HubError, match="nobody/nothing"):
+        hub.local_model_path("nobody/nothing")
 
 
 def test_repo_id_validation() -> None:
