@@ -2,12 +2,11 @@
 in :mod:`glip.weights.publish`).
 
 A Hub repository holds what :func:`glip.weights.loading.save_model` writes (``config.json`` +
-``model.safetensors``), optionally task heads beside it (:data:`HEAD_FILES`: today the GLIPv2 mask head,
-``mask_head.json`` + ``mask_head.safetensors``, :mod:`glip.models.mask_head`) and a ``README.md`` model card.
-The GLIPv2 VQA and captioning heads (:class:`glip.v2.vqa.VQAHead`, :class:`glip.v2.captioning.CaptionHead`)
-are separate modules with no saved format yet, so they are neither uploaded nor downloaded: once they have a
-save / load pair, add their file names to :data:`HEAD_FILES` (downloaded when present) and save them in
-:func:`glip.weights.publish.save_pretrained`; ``GLIPPredictor.from_pretrained`` then finds them in the folder.
+``model.safetensors``), optionally task heads beside it (:data:`HEAD_FILES`: the GLIPv2 mask head
+``mask_head.*`` (:mod:`glip.models.mask_head`), VQA head ``vqa_head.*`` (:mod:`glip.models.vqa`) and captioning
+head ``caption_head.*`` (:mod:`glip.models.captioning`), each downloaded when present) and a ``README.md``
+model card. :func:`glip.weights.publish.save_pretrained` writes them; ``GLIPPredictor.from_pretrained`` finds
+them in the folder.
 
 ``load_model("user/repo")`` (:func:`glip.weights.loading.load_model`) downloads through :func:`download`;
 ``GLIPPredictor.from_pretrained("user/repo")`` through :func:`local_model_path` (so heads beside the model load).
@@ -26,9 +25,13 @@ from glip.weights.format import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 
 README_FILE = "README.md"
 MASK_HEAD_FILES = ("mask_head.json", "mask_head.safetensors")  # glip.models.mask_head's file names
-# optional task heads saved beside the model, by head: the files are downloaded when the repository has them.
-# The hook for the GLIPv2 VQA / captioning heads once they can be saved (see the module docstring).
-HEAD_FILES: dict[str, tuple[str, ...]] = {"mask_head": MASK_HEAD_FILES}
+# optional task heads saved beside the model, by head: the files are downloaded when the repository has them
+# (the file names of glip.models.mask_head, glip.models.vqa and glip.models.captioning)
+HEAD_FILES: dict[str, tuple[str, ...]] = {
+    "mask_head": MASK_HEAD_FILES,
+    "vqa_head": ("vqa_head.json", "vqa_head.safetensors"),
+    "caption_head": ("caption_head.json", "caption_head.safetensors"),
+}
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 OPTIONAL_FILES = (*(name for files in HEAD_FILES.values() for name in files), README_FILE)
 

@@ -22,9 +22,10 @@ def model_card(
     metrics: Mapping[str, float] | None = None,
     notes: str | None = None,
     mask_head: Any = None,
+    tasks: Sequence[str] = (),
 ) -> str:
-    """A README.md model card: preset, parameter count, task heads, training data summary and metrics when
-    given."""
+    """A README.md model card: preset, parameter count, task heads (``tasks``: more task names, e.g. the
+    GLIPv2 VQA / captioning heads), training data summary and metrics when given."""
     config = model.config
     parameters = sum(p.numel() for p in model.parameters())
     title = repo_id or config.name
@@ -52,6 +53,7 @@ def model_card(
         f"| max query length | {config.text.max_query_len} |",
         "| tasks | detection, phrase grounding"
         + (", instance masks (`mask_head.safetensors`)" if mask_head is not None else "")
+        + "".join(f", {task}" for task in tasks)
         + " |",
     ]
     if training_data:
@@ -91,18 +93,32 @@ def save_pretrained(
 ) -> Path:
     """:func:`glip.weights.loading.save_model` + a generated ``README.md`` (+ the mask head if given).
 
-    ``model``: a :class:`glip.models.glip.GLIP` or a :class:`glip.predictor.GLIPPredictor` (its model, and its
-    mask head unless ``mask_head`` is given). ``GLIPPredictor.from_pretrained(directory)`` loads both back.
+    ``model``: a :class:`glip.models.glip.GLIP` or a :class:`glip.predictor.GLIPPredictor` (its model, its
+    mask head unless ``mask_head`` is given, and its GLIPv2 VQA / captioning heads when it has them).
+    ``GLIPPredictor.from_pretrained(directory)`` loads them all back.
     """
+    predictor = model if hasattr(model, "predict") and hasattr(model, "model") else None
     model, mask_head = _model_and_heads(model, mask_head)
     directory = save_model(model, directory, skip_pretrained_text=skip_pretrained_text, half=half)
     if mask_head is not None:
         from glip.models.mask_head import save_mask_head
 
-        save_mask_head(mask_head, directory)
-    # the VQA / captioning heads have no saved format yet: see glip.weights.hub.HEAD_FILES
+        save_mask_head(mask_head, directory, half=half)
+    tasks = []
+    vqa, captioner = getattr(predictor, "vqa", None), getattr(predictor, "captioner", None)
+    if vqa is not None:  # GLIPv2 VL heads of a predictor (glip.models.vqa / glip.models.captioning)
+        from glip.models.vqa import save_vqa_head
+
+        save_vqa_head(vqa, directory, half=half)
+        tasks.append("grounded VQA (`vqa_head.safetensors`)")
+    if captioner is not None:
+        from glip.models.captioning import save_caption_head
+
+        save_caption_head(captioner, directory, half=half)
+        tasks.append("grounded captioning (`caption_head.safetensors`)")
     atomic_write_text(
-        directory / README_FILE, model_card(model, repo_id, training_data, metrics, notes, mask_head)
+        directory / README_FILE,
+        model_card(model, repo_id, training_data, metrics, notes, mask_head, tasks=tasks),
     )
     return directory
 

@@ -147,3 +147,20 @@ def test_masks_reach_supervision(predictor):
     assert isinstance(detections, sv.Detections)
     assert detections.mask is not None and detections.mask.shape == (len(result), 96, 96)
     assert detections.mask.dtype == bool
+
+
+def test_save_pretrained_keeps_the_vl_heads(predictor, tmp_path):
+    from glip.weights.hub import HEAD_FILES
+    from glip.weights.publish import save_pretrained
+
+    out = save_pretrained(predictor, tmp_path / "published", repo_id="me/shapes-v2")
+    for files in HEAD_FILES.values():
+        assert all((out / name).is_file() for name in files)
+    card = (out / "README.md").read_text()
+    assert "grounded VQA" in card and "grounded captioning" in card and "instance masks" in card
+    again = GLIPPredictor.from_pretrained(str(out), device="cpu")
+    assert again.vqa is not None and again.captioner is not None and again.mask_head is not None
+    image = shapes_image(64)
+    first = predictor.ask(image, "what colour is the square?", entities=["the square"])
+    second = again.ask(image, "what colour is the square?", entities=["the square"])
+    assert (first.answer, round(first.score, 5)) == (second.answer, round(second.score, 5))
