@@ -169,7 +169,8 @@ def run_demo(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if demo.demo_model_available():
+    problem = demo.demo_model_problem()
+    if problem is None:
         images = sorted(demo.DEMO_EXAMPLES_DIR.glob("*.png"))
         print(
             "glip demo: the bundled demo model (the 'tiny' preset trained on the synthetic world of glip synth)"
@@ -182,10 +183,11 @@ def run_demo(args: argparse.Namespace) -> int:
         model, threshold = "demo", 0.45
     else:
         images = [_random_example(out / "inputs")]
+        print(f"glip demo: {problem}.")
         print(
-            "glip demo: no trained demo model is installed, so this runs a small RANDOMLY INITIALISED model;"
+            "Meanwhile this runs a small RANDOMLY INITIALISED model: the boxes below show the pipeline "
+            "working end to end, not real detections."
         )
-        print("the boxes below show the pipeline working end to end, not real detections.")
         model, threshold = "random:tiny_random", 0.0
     predictor = GLIPPredictor(resolve_model(model, device=device), device=device)
     result = detect_to_folder(

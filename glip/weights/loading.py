@@ -259,13 +259,11 @@ def load_model(
     text = str(name_or_path)
     path = Path(text)
     if text == "demo" and not path.exists():
-        from glip.weights.demo import DEMO_MODEL_DIR, demo_model_available
+        from glip.weights.demo import DEMO_MODEL_DIR, demo_model_problem
 
-        if not demo_model_available():
-            raise CheckpointError(
-                f"the demo model is not installed at {DEMO_MODEL_DIR} or the tiny extra is missing: "
-                "pip install '.[tiny]' (in the glip checkout), or retrain it with `make demo-model`"
-            )
+        problem = demo_model_problem()
+        if problem is not None:
+            raise CheckpointError(f"cannot load the demo model: {problem}")
         path = DEMO_MODEL_DIR
     if text in RELEASED and not path.exists():
         info = RELEASED[text]

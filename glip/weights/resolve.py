@@ -1,8 +1,8 @@
 """One name -> one model: what ``--model`` / ``--teacher`` accept on the command line.
 
 ``resolve_model(name)`` takes
-* ``None``: the bundled demo model when it is installed, else a randomly initialised ``tiny_random``
-  (both with a warning saying what they are);
+* ``None``: the bundled demo model (with a warning saying what it is); when it cannot load, a
+  :class:`CheckpointError` naming the missing package and how to install it (never a silent random model);
 * ``"demo"``: the bundled demo model;
 * ``"random:PRESET"``: a randomly initialised PRESET (seed 0, zero score bias so it shows some boxes);
 * anything :func:`glip.weights.loading.load_model` accepts (released name, saved directory, ``.pth``).
@@ -18,6 +18,7 @@ import torch
 from glip.config import GLIPConfig, get_preset
 from glip.models.glip import GLIP, build_model
 from glip.runtime import resolve_device
+from glip.weights.format import CheckpointError
 from glip.weights.loading import load_model, resolve_config
 
 logger = logging.getLogger("glip")
@@ -40,18 +41,25 @@ def resolve_model(
 
     target = resolve_device(device)
     text = None if name is None else str(name)
-    if text is None and demo.demo_model_available():
+    if text is None:
+        problem = demo.demo_model_problem()
+        if problem is not None:
+            raise CheckpointError(
+                f"no --model given and the bundled demo model cannot load: {problem}. Or pass --model "
+                "glip_t (a released name), a checkpoint path, or --model random:tiny_random for a randomly "
+                "initialised model"
+            )
         logger.warning(
             "no --model given: using the bundled demo model, which only knows the synthetic world of "
             "coloured shapes (glip synth). Pass --model glip_t (or a checkpoint path) for real images."
         )
-        return load_model(demo.DEMO_MODEL_DIR, device=target)
+        return load_model("demo", device=target)
     if text == "demo":
-        return load_model(demo.DEMO_MODEL_DIR, device=target)
-    if text is None or text.startswith(RANDOM_PREFIX):
-        preset = "tiny_random" if text is None else text[len(RANDOM_PREFIX) :]
+        return load_model("demo", device=target)
+    if text.startswith(RANDOM_PREFIX):
+        preset = text[len(RANDOM_PREFIX) :]
         logger.warning(
-            "no trained model given: using a RANDOMLY INITIALISED '%s' model (boxes are meaningless). "
+            "using a RANDOMLY INITIALISED '%s' model (boxes are meaningless). "
             "Pass --model glip_t (or a checkpoint path) for real detections.",
             preset,
         )

