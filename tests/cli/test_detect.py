@@ -256,7 +256,13 @@ def test_detect_to_folder_is_the_library_path(photos, tmp_path):
     predictor = GLIPPredictor(resolve_model("random:tiny_random", device="cpu"))
     paths = sorted(photos.glob("*.png"))
     result = detect_to_folder(
-        predictor, paths, out_dir=tmp_path / "lib", classes=["cat"], threshold=0.3, on_skip=skipped.append
+        predictor,
+        paths,
+        out_dir=tmp_path / "lib",
+        classes=["cat"],
+        threshold=0.3,
+        on_skip=skipped.append,
+        model_name="random:tiny_random",
     )
     assert [Path(r["file"]).name for r in result.records] == ["a.png", "c.png"]
     assert len(skipped) == 1 and "broken.png" in skipped[0]
@@ -322,3 +328,81 @@ def test_detect_without_model_never_falls_back_to_a_random_model(photos, tmp_pat
     assert "cannot load the demo model" in capsys.readouterr().err
     assert main([*argv[:-1], str(tmp_path / "random"), *MODEL]) == 0
     assert (tmp_path / "random" / "predictions.json").exists()
+
+
+@pytest.fixture
+def http_photos(photos):
+    """``photos`` served by a local HTTP server on 127.0.0.1 (nothing leaves the machine)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(photos))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_detect_quoted_glob_and_urls(photos, http_photos, tmp_path, capsys):
+    """A quoted glob is expanded by glip (not the shell); http:// URLs are fetched; a URL that fails is
+    reported and skipped; one printed line per image; the URL's result equals the local file's."""
+    out = tmp_path / "out"
+    inputs = [str(photos / "*.png"), f"{http_photos}/b.jpg", f"{http_photos}/missing.png"]
+    argv = ["detect", *inputs, "--classes", "red circle,blue square", *MODEL, "--threshold", "0.2"]
+    assert main([*argv, "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("image ")]
+    assert [line.split(":")[0] for line in lines[:2]] == [
+        f"image 1/4 {photos / 'a.png'}",
+        f"image 2/4 {photos / 'c.png'}",
+    ]
+    assert lines[2].startswith(f"image 3/4 {http_photos}/b.jpg: 100x150, ") and len(lines) == 3
+    assert "missing.png: HTTP error 404" in captured.err and "Traceback" not in captured.err
+    records = json.loads((out / "predictions.json").read_text())
+    assert [r["file"] for r in records] == [
+        str(photos / "a.png"),
+        str(photos / "c.png"),
+        f"{http_photos}/b.jpg",
+    ]
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png", "c.png"]
+    local = tmp_path / "local"
+    assert main([*argv[:1], str(photos / "b.jpg"), *argv[4:], "--out", str(local)]) == 0
+    (expected,) = json.loads((local / "predictions.json").read_text())
+    assert records[2]["detections"] == expected["detections"]
+    assert main(["detect", str(photos / "*.gif"), "--classes", "cat", *MODEL, "--out", str(out)]) == 2
+    assert "no image files match" in capsys.readouterr().err
+
+
+def test_detect_no_images_and_jpg(photos, tmp_path):
+    base = ["detect", str(photos), "--classes", "cat", *MODEL, "--threshold", "0.3"]
+    assert main([*base, "--no-images", "--out", str(tmp_path / "none")]) == 0
+    assert sorted(p.name for p in (tmp_path / "none").iterdir()) == ["predictions.json"]
+    assert main([*base, "--image-format", "jpg", "--out", str(tmp_path / "jpg")]) == 0
+    written = sorted(p.name for p in (tmp_path / "jpg").iterdir())
+    assert written == ["a.jpg", "b.jpg", "c.jpg", "predictions.json"]
+    with Image.open(tmp_path / "jpg" / "b.jpg") as image:
+        assert image.format == "JPEG" and image.size == (100, 150)
+
+
+def test_predictions_json_records_the_run(photos, tmp_path):
+    import glip
+
+    out = tmp_path / "out"
+    argv = ["detect", str(photos / "a.png"), "--classes", "cat, dog", *MODEL, "--threshold", "0.25"]
+    assert main([*argv, "--chunk-size", "1", "--out", str(out)]) == 0
+    (record,) = json.loads((out / "predictions.json").read_text())
+    assert record["run"] == {
+        "model": "random:tiny_random",
+        "prompt": {"classes": ["cat", "dog"]},
+        "threshold": 0.25,
+        "chunk_size": 1,
+        "glip_version": glip.__version__,
+    }
+    argv = ["detect", str(photos / "a.png"), "--caption", "a red circle", "--phrases", "a red circle", *MODEL]
+    assert main([*argv, "--out", str(out)]) == 0
+    (record,) = json.loads((out / "predictions.json").read_text())
+    assert record["run"]["prompt"] == {"caption": "a red circle", "phrases": ["a red circle"]}
