@@ -406,3 +406,71 @@ def test_predictions_json_records_the_run(photos, tmp_path):
     assert main([*argv, "--out", str(out)]) == 0
     (record,) = json.loads((out / "predictions.json").read_text())
     assert record["run"]["prompt"] == {"caption": "a red circle", "phrases": ["a red circle"]}
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 with nothing listening (connections are refused at once)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("model", ["glip_l", "someone/some-repo"])
+def test_released_name_offline_fails_fast_with_one_message(
+    photos, tmp_path, capsys, monkeypatch, closed_port, model
+):
+    """The Hub not answering: one message at once, not huggingface_hub's ~30 s of retries and warnings."""
+    import time
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("GLIP_HOME", str(tmp_path / "glip_home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    argv = [
+        "detect",
+        str(photos / "a.png"),
+        "--classes",
+        "cat",
+        "--model",
+        model,
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    started = time.monotonic()
+    assert main(argv) == 2
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert "cannot be reached" in err and "offline?" in err and f"127.0.0.1:{closed_port}" in err
+    assert "Retrying" not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert elapsed < 10  # the retries it replaces sleep 1+2+4+8+8 s
+
+
+def test_released_name_with_hf_hub_offline_says_so(photos, tmp_path, capsys, monkeypatch, closed_port):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("GLIP_HOME", str(tmp_path / "glip_home"))
+    argv = [
+        "detect",
+        str(photos / "a.png"),
+        "--classes",
+        "cat",
+        "--model",
+        "glip_t",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE is set" in err and str(tmp_path / "glip_home" / "glip_tiny_model") in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_hub_reachability_check(http_photos, closed_port):
+    from glip.weights.loading import hub_unreachable
+
+    assert hub_unreachable(http_photos) is None
+    assert hub_unreachable(f"{http_photos}/no-such-page") is None  # an HTTP error still answers
+    assert "refused" in hub_unreachable(f"http://127.0.0.1:{closed_port}").lower()
