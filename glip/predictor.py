@@ -88,12 +88,72 @@ class Prediction:
                 entry["segmentation"] = encode_rle(mask)
         return result
 
-    def to_coco_results(self, image_id: int, category_ids: Sequence[int]) -> list[dict[str, Any]]:
-        """COCO results entries. ``category_ids[label]`` is the category of each label index.
+    def to_json(self, path: str | Path | None = None, indent: int | None = 1) -> str:
+        """:meth:`to_dict` as JSON text; written (atomically) to ``path`` too when given."""
+        import json
 
-        Boxes are converted to xywh with the official legacy convention (``w = x2 - x1 + 1``), as the
-        official COCO evaluation does (BoxList.convert("xywh")).
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            from glip.fileio import atomic_write_text
+
+            atomic_write_text(Path(path), text)
+        return text
+
+    def plot(self, image: ImageInput | None = None, max_boxes: int = 100, mask_alpha: float = 0.5) -> Any:
+        """The image with the detections drawn (boxes, masks, "phrase score" labels that never cover one
+        another: :func:`glip.visualize.draw_prediction`), as a new RGB PIL image.
+
+        ``image``: the image predicted on (a path, URL, PIL image, array or tensor); default: ``source``,
+        the path or URL it was read from (predictions of arrays / PIL images need ``image``).
         """
+        from glip.visualize import draw_prediction
+
+        if image is None:
+            if self.source is None:
+                raise ValueError(
+                    "this prediction was made on an in-memory image: pass it, prediction.plot(image)"
+                )
+            from glip.remote import load_source
+
+            picture = load_source(self.source, max_pixels=None)
+        else:
+            picture = load_image(image, max_pixels=None)
+        if picture.size != tuple(self.image_size):
+            raise ValueError(
+                f"the image is {picture.size[0]}x{picture.size[1]} but the prediction was made on a "
+                f"{self.image_size[0]}x{self.image_size[1]} image"
+            )
+        return draw_prediction(picture, self, max_boxes=max_boxes, mask_alpha=mask_alpha)
+
+    def save(self, path: str | Path, image: ImageInput | None = None, **plot_kwargs: Any) -> Path:
+        """Write :meth:`plot` to ``path`` (the format from its suffix: .png, .jpg, .webp ...), atomically;
+        returns the path."""
+        from PIL import Image
+
+        from glip.fileio import atomic_save
+
+        path = Path(path)
+        extension = path.suffix.lower()
+        pil_format = Image.registered_extensions().get(extension)
+        if pil_format is None:
+            raise ValueError(f"cannot tell an image format from {path.name!r}: use .png, .jpg, .webp ...")
+        drawn = self.plot(image, **plot_kwargs)
+        atomic_save(path, lambda handle: drawn.save(handle, format=pil_format))
+        return path
+
+    def to_coco_results(
+        self, image_id: int, category_ids: Sequence[int], legacy_plus_one: bool = True
+    ) -> list[dict[str, Any]]:
+        """COCO results entries ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``;
+        ``category_ids[label]`` is the category of each label index.
+
+        ``legacy_plus_one=True`` (default) converts xyxy to xywh as the official GLIP code exports for COCO
+        (maskrcnn-benchmark's ``BoxList.convert("xywh")``: ``w = x2 - x1 + 1``, ``h = y2 - y1 + 1``), so AP
+        numbers match the official evaluation; ``False`` gives the plain ``w = x2 - x1`` that pycocotools,
+        LVIS and most other tools assume. The two differ by one pixel per box, which moves AP (e.g. 0.594 ->
+        0.581 on a synthetic test set): compare numbers only under one convention (docs/evaluation.md).
+        """
+        extra = 1.0 if legacy_plus_one else 0.0
         results = []
         for box, score, label in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()):
             x1, y1, x2, y2 = box
@@ -101,7 +161,7 @@ class Prediction:
                 {
                     "image_id": int(image_id),
                     "category_id": int(category_ids[label]),
-                    "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1],
+                    "bbox": [x1, y1, x2 - x1 + extra, y2 - y1 + extra],
                     "score": float(score),
                 }
             )
