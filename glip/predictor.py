@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -500,33 +500,125 @@ class GLIPPredictor:
     # ------------------------------------------------------------------ HF pipeline convention
     def __call__(
         self,
-        image: ImageInput,
-        candidate_labels: Sequence[str] | str,
+        image: Any,
+        candidate_labels: Sequence[str] | Sequence[Sequence[str]] | str | None = None,
         threshold: float = 0.1,
         top_k: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Hugging Face zero-shot-object-detection calling convention.
+        timeout: float | None = None,
+        batch_size: int = 1,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """The calling convention of Hugging Face transformers' ``zero-shot-object-detection`` pipeline.
 
-        Returns ``[{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}]`` sorted by score.
+        Accepted as the pipeline accepts them:
+
+        * ``predictor(image, candidate_labels=["cat", "dog"])`` (or ``"cat,dog"``, split on "," as the
+          pipeline does, without stripping) -> ``[{"score", "label", "box": {"xmin", "ymin", "xmax",
+          "ymax"}}]`` sorted by score;
+        * ``predictor({"image": ..., "candidate_labels": ...})``: the same list;
+        * ``predictor([img1, img2], candidate_labels=...)`` (the same labels for all, or one list per image)
+          and ``predictor([{"image", "candidate_labels"}, ...])`` (a list or a generator): one list per image.
+
+        Images are paths, ``http(s)://`` URLs (fetched with ``timeout``), PIL images, arrays or tensors.
+        ``label`` is the candidate label string as given; box values are the pipeline's: pixel coordinates
+        truncated to int (``box.int()``, not rounded). ``text_queries=`` is accepted for ``candidate_labels``
+        as by the pipeline. ``threshold`` keeps scores >= it; ``top_k`` caps each image's list;
+        ``batch_size`` images with the same labels go through the model together.
         """
-        if isinstance(candidate_labels, str):
-            candidate_labels = [c.strip() for c in candidate_labels.split(",") if c.strip()]
-        result = self.predict(image, classes=list(candidate_labels), threshold=threshold)
-        assert isinstance(result, Prediction)
-        out = [
-            {
-                "score": float(score),
-                "label": phrase,
-                "box": {
-                    "xmin": int(round(box[0])),
-                    "ymin": int(round(box[1])),
-                    "xmax": int(round(box[2])),
-                    "ymax": int(round(box[3])),
-                },
-            }
-            for box, score, phrase in zip(result.boxes.tolist(), result.scores.tolist(), result.phrases)
+        if "text_queries" in kwargs:
+            candidate_labels = kwargs.pop("text_queries")
+        if kwargs:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+        if isinstance(image, dict):
+            ((source, labels),) = self._hf_requests([image], None)
+            return self._hf_detect([source], [labels], threshold, top_k, timeout, batch_size)[0]
+        if isinstance(image, list | tuple) or isinstance(image, Iterator):
+            items = list(image)
+            requests = self._hf_requests(items, candidate_labels)
+            sources = [source for source, _ in requests]
+            return self._hf_detect(
+                sources, [lab for _, lab in requests], threshold, top_k, timeout, batch_size
+            )
+        if candidate_labels is None:
+            raise ValueError("give candidate_labels (a list of names or a comma-separated string)")
+        return self._hf_detect([image], [candidate_labels], threshold, top_k, timeout, batch_size)[0]
+
+    @staticmethod
+    def _hf_requests(items: list[Any], candidate_labels: Any) -> list[tuple[Any, Any]]:
+        """(image, labels) per image of a list call, with the pipeline's rules for ``candidate_labels``."""
+        if not items:
+            return []
+        if all(isinstance(item, dict) for item in items):
+            requests = []
+            for index, item in enumerate(items):
+                missing = {"image", "candidate_labels"} - set(item)
+                if missing:
+                    raise ValueError(f"input {index} lacks {', '.join(sorted(missing))}")
+                requests.append((item["image"], item["candidate_labels"]))
+            return requests
+        if any(isinstance(item, dict) for item in items):
+            raise ValueError(
+                "give a list of images or a list of {'image', 'candidate_labels'} dicts, not both"
+            )
+        if candidate_labels is None:
+            raise ValueError("give candidate_labels (for every image, or one list per image)")
+        if isinstance(candidate_labels, str) or all(isinstance(x, str) for x in candidate_labels):
+            return [(item, candidate_labels) for item in items]
+        per_image = list(candidate_labels)
+        if not all(
+            isinstance(labels, list | tuple) and all(isinstance(x, str) for x in labels)
+            for labels in per_image
+        ):
+            raise ValueError(
+                "candidate_labels must be a string, a flat list of strings, or per-image label lists."
+            )
+        if len(per_image) != len(items):
+            raise ValueError(f"Got {len(items)} images but {len(per_image)} candidate label lists.")
+        return list(zip(items, per_image))
+
+    def _hf_detect(
+        self,
+        images: list[Any],
+        candidate_labels: list[Any],
+        threshold: float,
+        top_k: int | None,
+        timeout: float | None,
+        batch_size: int,
+    ) -> list[list[dict[str, Any]]]:
+        """Pipeline-format results of ``images[i]`` with ``candidate_labels[i]``; images with the same labels
+        are predicted together."""
+        from glip.remote import TIMEOUT_S, fetch_image, is_url
+
+        labels_of = [
+            labels.split(",") if isinstance(labels, str) else [str(x) for x in labels]
+            for labels in candidate_labels
         ]
-        return out[:top_k] if top_k else out
+        loaded = [fetch_image(img, timeout=timeout or TIMEOUT_S) if is_url(img) else img for img in images]
+        results: list[list[dict[str, Any]]] = [[] for _ in images]
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for index, labels in enumerate(labels_of):
+            groups.setdefault(tuple(labels), []).append(index)
+        for labels, indices in groups.items():
+            found = self.predict(
+                [loaded[i] for i in indices], classes=list(labels), threshold=threshold, batch_size=batch_size
+            )
+            assert isinstance(found, list)
+            for index, prediction in zip(indices, found):
+                out = [
+                    {
+                        "score": float(score),
+                        "label": labels[label],
+                        "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box)),
+                    }
+                    # torch's int() truncates toward zero, as the pipeline's _get_bounding_box does
+                    for box, score, label in zip(
+                        prediction.boxes.int().tolist(),
+                        prediction.scores.tolist(),
+                        prediction.labels.tolist(),
+                    )
+                ]
+                results[index] = out[:top_k] if top_k else out
+        return results
 
 
 def prompt_names(prompts: Sequence[Prompt]) -> list[str]:
