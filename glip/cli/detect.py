@@ -86,7 +86,7 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
         "run the main job on the bundled example and say where the results are",
         DEMO_EXAMPLES,
     )
-    demo.add_argument("--out", default="glip-demo")
+    demo.add_argument("--out", default="glip-demo", help="output directory (default glip-demo)")
     add_device_argument(demo)
     demo.set_defaults(run=run_demo)
     return demo

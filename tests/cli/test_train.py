@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -150,3 +151,61 @@ def test_verbose_after_the_subcommand(capsys):
     assert build_parser().parse_args(["models", "-v"]).verbose is True
     assert build_parser().parse_args(["-v", "models"]).verbose is True
     assert build_parser().parse_args(["models"]).verbose is False
+
+
+# ---------------------------------------------------------------------- --set keys, --help-config
+def test_help_config_lists_the_keys_from_the_dataclasses(capsys):
+    import dataclasses
+
+    from glip.engine.train import TrainConfig
+    from glip.losses.criterion import CriterionConfig
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--preset", "tiny_random", "--help-config"])  # before the required arguments
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= listed
+    assert {f.name for f in dataclasses.fields(CriterionConfig)} <= listed
+    assert {
+        "head.num_blocks",
+        "backbone.embed_dim",
+        "input.train_min_sizes",
+        "text.bert.hidden_size",
+    } <= listed
+    assert "preset 'tiny_random'" in out and "ATSS candidates per level" in out
+
+
+def test_docs_training_md_holds_the_generated_key_tables():
+    from glip.cli.set_keys import markdown_tables
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    block = text.split("<!-- set-keys:begin -->\n", 1)[1].split("<!-- set-keys:end -->", 1)[0]
+    assert block == markdown_tables(), "regenerate with glip.cli.set_keys.markdown_tables()"
+
+
+@pytest.mark.parametrize(
+    ("item", "suggestion"),
+    [
+        ("warmup_step=100", "'warmup_steps'"),
+        ("head.num_block=3", "'head.num_blocks'"),
+        ("loss.inter_los_weight=0.5", "'loss.inter_loss_weight'"),
+        ("input.train_min_size=(320,)", "'input.train_min_sizes'"),
+    ],
+)
+def test_a_mistyped_set_key_names_the_nearest(tmp_path, capsys, item, suggestion):
+    argv = ["train", "--preset", "tiny_random", "--train-ann", str(tmp_path / "none.json")]
+    argv += [
+        "--train-images",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "1",
+        "--set",
+        item,
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"did you mean {suggestion}?" in err and "--help-config" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
