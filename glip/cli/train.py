@@ -192,10 +192,15 @@ def run_train(args: argparse.Namespace) -> int:
     from glip.engine.distributed import init_distributed
 
     if init_distributed().is_main:
+        from glip.eval.report import plot_training_curves
         from glip.weights.loading import save_model
 
         save_model(model, Path(args.out) / "model")
         print(
             f"trained {summary['step']} steps; model in {Path(args.out) / 'model'} (glip detect --model ...)"
         )
+        metrics = Path(args.out) / "metrics.jsonl"
+        curves = plot_training_curves(metrics) if metrics.exists() else None
+        if curves is not None:
+            print(f"training curves (loss parts and lr against step) in {curves}")
     return 0

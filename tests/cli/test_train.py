@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from glip import load_model
 from glip.cli import main
@@ -47,6 +50,45 @@ def test_train_cli_runs_saves_and_resumes(tmp_path, capsys):
     assert main([*args, "--resume"]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records][-1] == 3
+    if importlib.util.find_spec("matplotlib") is not None:  # the curves next to metrics.jsonl
+        assert "training curves (loss parts and lr against step)" in capsys.readouterr().out
+        with Image.open(out / "training_curves.png") as image:
+            assert image.format == "PNG" and image.width > 300
+
+
+def test_training_curves_plot(tmp_path, caplog):
+    """Loss parts and lr against step from a metrics.jsonl (a resumed run's repeated steps, an evaluation
+    record and a bad line included)."""
+    pytest.importorskip("matplotlib")
+    from glip.eval.report import plot_training_curves, read_metrics_log
+
+    lines = [
+        {
+            "step": s,
+            "epoch": 0,
+            "loss_token": 1.0 / s,
+            "loss_giou": 0.5,
+            "loss": 1.0 / s + 0.5,
+            "lr": 1e-4 * s,
+        }
+        for s in (2, 4, 6, 4, 6, 8)
+    ]
+    log = tmp_path / "metrics.jsonl"
+    text = "\n".join(json.dumps(r) for r in lines) + '\n{"step": 8, "eval/AP": 0.3}\nnot json\n'
+    log.write_text(text)
+    train, evals = read_metrics_log(log)
+    assert [r["step"] for r in train] == [2, 4, 6, 8] and [r["step"] for r in evals] == [8]
+    assert "1 line(s) skipped" in caplog.text
+    path = plot_training_curves(log)
+    assert path == tmp_path / "training_curves.png"
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.height > image.width * 0.9  # three panels
+        pixels = np.asarray(image.convert("RGB"))
+    assert (pixels < 100).all(axis=-1).sum() > 500  # curves, axes and text are drawn
+    empty = tmp_path / "empty" / "metrics.jsonl"
+    empty.parent.mkdir()
+    empty.write_text('{"step": 1, "eval/AP": 0.1}\n')
+    assert plot_training_curves(empty) is None and not (empty.parent / "training_curves.png").exists()
 
 
 def test_train_cli_bad_inputs(tmp_path, capsys):
