@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,12 +90,72 @@ class Prediction:
                 entry["segmentation"] = encode_rle(mask)
         return result
 
-    def to_coco_results(self, image_id: int, category_ids: Sequence[int]) -> list[dict[str, Any]]:
-        """COCO results entries. ``category_ids[label]`` is the category of each label index.
+    def to_json(self, path: str | Path | None = None, indent: int | None = 1) -> str:
+        """:meth:`to_dict` as JSON text; written (atomically) to ``path`` too when given."""
+        import json
 
-        Boxes are converted to xywh with the official legacy convention (``w = x2 - x1 + 1``), as the
-        official COCO evaluation does (BoxList.convert("xywh")).
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            from glip.fileio import atomic_write_text
+
+            atomic_write_text(Path(path), text)
+        return text
+
+    def plot(self, image: ImageInput | None = None, max_boxes: int = 100, mask_alpha: float = 0.5) -> Any:
+        """The image with the detections drawn (boxes, masks, "phrase score" labels that never cover one
+        another: :func:`glip.visualize.draw_prediction`), as a new RGB PIL image.
+
+        ``image``: the image predicted on (a path, URL, PIL image, array or tensor); default: ``source``,
+        the path or URL it was read from (predictions of arrays / PIL images need ``image``).
         """
+        from glip.visualize import draw_prediction
+
+        if image is None:
+            if self.source is None:
+                raise ValueError(
+                    "this prediction was made on an in-memory image: pass it, prediction.plot(image)"
+                )
+            from glip.remote import load_source
+
+            picture = load_source(self.source, max_pixels=None)
+        else:
+            picture = load_image(image, max_pixels=None)
+        if picture.size != tuple(self.image_size):
+            raise ValueError(
+                f"the image is {picture.size[0]}x{picture.size[1]} but the prediction was made on a "
+                f"{self.image_size[0]}x{self.image_size[1]} image"
+            )
+        return draw_prediction(picture, self, max_boxes=max_boxes, mask_alpha=mask_alpha)
+
+    def save(self, path: str | Path, image: ImageInput | None = None, **plot_kwargs: Any) -> Path:
+        """Write :meth:`plot` to ``path`` (the format from its suffix: .png, .jpg, .webp ...), atomically;
+        returns the path."""
+        from PIL import Image
+
+        from glip.fileio import atomic_save
+
+        path = Path(path)
+        extension = path.suffix.lower()
+        pil_format = Image.registered_extensions().get(extension)
+        if pil_format is None:
+            raise ValueError(f"cannot tell an image format from {path.name!r}: use .png, .jpg, .webp ...")
+        drawn = self.plot(image, **plot_kwargs)
+        atomic_save(path, lambda handle: drawn.save(handle, format=pil_format))
+        return path
+
+    def to_coco_results(
+        self, image_id: int, category_ids: Sequence[int], legacy_plus_one: bool = True
+    ) -> list[dict[str, Any]]:
+        """COCO results entries ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``;
+        ``category_ids[label]`` is the category of each label index.
+
+        ``legacy_plus_one=True`` (default) converts xyxy to xywh as the official GLIP code exports for COCO
+        (maskrcnn-benchmark's ``BoxList.convert("xywh")``: ``w = x2 - x1 + 1``, ``h = y2 - y1 + 1``), so AP
+        numbers match the official evaluation; ``False`` gives the plain ``w = x2 - x1`` that pycocotools,
+        LVIS and most other tools assume. The two differ by one pixel per box, which moves AP (e.g. 0.594 ->
+        0.581 on a synthetic test set): compare numbers only under one convention (docs/evaluation.md).
+        """
+        extra = 1.0 if legacy_plus_one else 0.0
         results = []
         for box, score, label in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()):
             x1, y1, x2, y2 = box
@@ -103,7 +163,7 @@ class Prediction:
                 {
                     "image_id": int(image_id),
                     "category_id": int(category_ids[label]),
-                    "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1],
+                    "bbox": [x1, y1, x2 - x1 + extra, y2 - y1 + extra],
                     "score": float(score),
                 }
             )
@@ -678,33 +738,125 @@ class GLIPPredictor:
     # ------------------------------------------------------------------ HF pipeline convention
     def __call__(
         self,
-        image: ImageInput,
-        candidate_labels: Sequence[str] | str,
+        image: Any,
+        candidate_labels: Sequence[str] | Sequence[Sequence[str]] | str | None = None,
         threshold: float = 0.1,
         top_k: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Hugging Face zero-shot-object-detection calling convention.
+        timeout: float | None = None,
+        batch_size: int = 1,
+        **kwargs: Any,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
+        """The calling convention of Hugging Face transformers' ``zero-shot-object-detection`` pipeline.
 
-        Returns ``[{"score", "label", "box": {"xmin", "ymin", "xmax", "ymax"}}]`` sorted by score.
+        Accepted as the pipeline accepts them:
+
+        * ``predictor(image, candidate_labels=["cat", "dog"])`` (or ``"cat,dog"``, split on "," as the
+          pipeline does, without stripping) -> ``[{"score", "label", "box": {"xmin", "ymin", "xmax",
+          "ymax"}}]`` sorted by score;
+        * ``predictor({"image": ..., "candidate_labels": ...})``: the same list;
+        * ``predictor([img1, img2], candidate_labels=...)`` (the same labels for all, or one list per image)
+          and ``predictor([{"image", "candidate_labels"}, ...])`` (a list or a generator): one list per image.
+
+        Images are paths, ``http(s)://`` URLs (fetched with ``timeout``), PIL images, arrays or tensors.
+        ``label`` is the candidate label string as given; box values are the pipeline's: pixel coordinates
+        truncated to int (``box.int()``, not rounded). ``text_queries=`` is accepted for ``candidate_labels``
+        as by the pipeline. ``threshold`` keeps scores >= it; ``top_k`` caps each image's list;
+        ``batch_size`` images with the same labels go through the model together.
         """
-        if isinstance(candidate_labels, str):
-            candidate_labels = [c.strip() for c in candidate_labels.split(",") if c.strip()]
-        result = self.predict(image, classes=list(candidate_labels), threshold=threshold)
-        assert isinstance(result, Prediction)
-        out = [
-            {
-                "score": float(score),
-                "label": phrase,
-                "box": {
-                    "xmin": int(round(box[0])),
-                    "ymin": int(round(box[1])),
-                    "xmax": int(round(box[2])),
-                    "ymax": int(round(box[3])),
-                },
-            }
-            for box, score, phrase in zip(result.boxes.tolist(), result.scores.tolist(), result.phrases)
+        if "text_queries" in kwargs:
+            candidate_labels = kwargs.pop("text_queries")
+        if kwargs:
+            raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+        if isinstance(image, dict):
+            ((source, labels),) = self._hf_requests([image], None)
+            return self._hf_detect([source], [labels], threshold, top_k, timeout, batch_size)[0]
+        if isinstance(image, list | tuple) or isinstance(image, Iterator):
+            items = list(image)
+            requests = self._hf_requests(items, candidate_labels)
+            sources = [source for source, _ in requests]
+            return self._hf_detect(
+                sources, [lab for _, lab in requests], threshold, top_k, timeout, batch_size
+            )
+        if candidate_labels is None:
+            raise ValueError("give candidate_labels (a list of names or a comma-separated string)")
+        return self._hf_detect([image], [candidate_labels], threshold, top_k, timeout, batch_size)[0]
+
+    @staticmethod
+    def _hf_requests(items: list[Any], candidate_labels: Any) -> list[tuple[Any, Any]]:
+        """(image, labels) per image of a list call, with the pipeline's rules for ``candidate_labels``."""
+        if not items:
+            return []
+        if all(isinstance(item, dict) for item in items):
+            requests = []
+            for index, item in enumerate(items):
+                missing = {"image", "candidate_labels"} - set(item)
+                if missing:
+                    raise ValueError(f"input {index} lacks {', '.join(sorted(missing))}")
+                requests.append((item["image"], item["candidate_labels"]))
+            return requests
+        if any(isinstance(item, dict) for item in items):
+            raise ValueError(
+                "give a list of images or a list of {'image', 'candidate_labels'} dicts, not both"
+            )
+        if candidate_labels is None:
+            raise ValueError("give candidate_labels (for every image, or one list per image)")
+        if isinstance(candidate_labels, str) or all(isinstance(x, str) for x in candidate_labels):
+            return [(item, candidate_labels) for item in items]
+        per_image = list(candidate_labels)
+        if not all(
+            isinstance(labels, list | tuple) and all(isinstance(x, str) for x in labels)
+            for labels in per_image
+        ):
+            raise ValueError(
+                "candidate_labels must be a string, a flat list of strings, or per-image label lists."
+            )
+        if len(per_image) != len(items):
+            raise ValueError(f"Got {len(items)} images but {len(per_image)} candidate label lists.")
+        return list(zip(items, per_image))
+
+    def _hf_detect(
+        self,
+        images: list[Any],
+        candidate_labels: list[Any],
+        threshold: float,
+        top_k: int | None,
+        timeout: float | None,
+        batch_size: int,
+    ) -> list[list[dict[str, Any]]]:
+        """Pipeline-format results of ``images[i]`` with ``candidate_labels[i]``; images with the same labels
+        are predicted together."""
+        from glip.remote import TIMEOUT_S, fetch_image, is_url
+
+        labels_of = [
+            labels.split(",") if isinstance(labels, str) else [str(x) for x in labels]
+            for labels in candidate_labels
         ]
-        return out[:top_k] if top_k else out
+        loaded = [fetch_image(img, timeout=timeout or TIMEOUT_S) if is_url(img) else img for img in images]
+        results: list[list[dict[str, Any]]] = [[] for _ in images]
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for index, labels in enumerate(labels_of):
+            groups.setdefault(tuple(labels), []).append(index)
+        for labels, indices in groups.items():
+            found = self.predict(
+                [loaded[i] for i in indices], classes=list(labels), threshold=threshold, batch_size=batch_size
+            )
+            assert isinstance(found, list)
+            for index, prediction in zip(indices, found):
+                out = [
+                    {
+                        "score": float(score),
+                        "label": labels[label],
+                        "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box)),
+                    }
+                    # torch's int() truncates toward zero, as the pipeline's _get_bounding_box does
+                    for box, score, label in zip(
+                        prediction.boxes.int().tolist(),
+                        prediction.scores.tolist(),
+                        prediction.labels.tolist(),
+                    )
+                ]
+                results[index] = out[:top_k] if top_k else out
+        return results
 
 
 def prompt_names(prompts: Sequence[Prompt]) -> list[str]:

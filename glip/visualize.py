@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
@@ -36,13 +37,70 @@ def _blend_masks(canvas: Image.Image, prediction: Any, max_boxes: int, alpha: fl
     return Image.fromarray(pixels.round().clip(0, 255).astype(np.uint8), "RGB")
 
 
+def place_labels(
+    boxes: Sequence[Sequence[float]], sizes: Sequence[tuple[int, int]], canvas: tuple[int, int]
+) -> list[tuple[int, int] | None]:
+    """Top-left corners for label rectangles that never overlap one another.
+
+    Args:
+        boxes: N boxes xyxy, in priority order (the first gets the best place).
+        sizes: N label sizes (width, height) in pixels.
+        canvas: (width, height) of the image.
+
+    Returns:
+        N corners ``(x, y)``: each label goes above its box's top-left corner, or inside it, or below it,
+        or, when those places are taken, at the nearest free place next to a label already placed; None
+        when no free place inside the image is left (that label is not drawn; its box is).
+    """
+    import numpy as np
+
+    width, height = canvas
+    placed = np.zeros((0, 4), dtype=np.int64)  # x1, y1, x2, y2 (exclusive) of placed labels
+    corners: list[tuple[int, int] | None] = []
+    for box, (w, h) in zip(boxes, sizes):
+        if w > width or h > height:
+            corners.append(None)
+            continue
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        x0 = min(max(x1, 0), width - w)
+        base_ys = [y1 - h, y1, y2, y2 - h]
+        xs = np.array([x0, *placed[:, 2], *(placed[:, 0] - w)], dtype=np.int64)
+        ys = np.array([*base_ys, *placed[:, 3], *(placed[:, 1] - h)], dtype=np.int64)
+        xs = np.unique(np.clip(xs, 0, width - w))
+        ys = np.unique(np.clip(ys, 0, height - h))
+        cx, cy = (a.reshape(-1) for a in np.meshgrid(xs, ys))
+        if len(placed):
+            overlap = (
+                (cx[:, None] < placed[None, :, 2])
+                & (cx[:, None] + w > placed[None, :, 0])
+                & (cy[:, None] < placed[None, :, 3])
+                & (cy[:, None] + h > placed[None, :, 1])
+            ).any(axis=1)
+            cx, cy = cx[~overlap], cy[~overlap]
+        if not len(cx):
+            corners.append(None)
+            continue
+        # the preferred places first (above, inside, below the box), then the nearest to "above"
+        rank = np.full(len(cx), len(base_ys), dtype=np.int64)
+        for order, y in reversed(list(enumerate(base_ys))):
+            rank[(cx == x0) & (cy == min(max(y, 0), height - h))] = order
+        distance = np.abs(cx - x0) + np.abs(cy - max(y1 - h, 0))
+        best = int(np.lexsort((distance, rank))[0])
+        corner = (int(cx[best]), int(cy[best]))
+        corners.append(corner)
+        placed = np.vstack([placed, [corner[0], corner[1], corner[0] + w, corner[1] + h]])
+    return corners
+
+
 def draw_prediction(
     image: Image.Image, prediction: Any, max_boxes: int = 100, mask_alpha: float = 0.5
 ) -> Image.Image:
     """Return a copy of ``image`` with ``prediction`` (a :class:`glip.predictor.Prediction`) drawn on it.
 
     Instance masks (``prediction.masks``, GLIPv2 segmentation) are tinted in their box's colour with opacity
-    ``mask_alpha`` under the boxes and labels."""
+    ``mask_alpha`` under the boxes and labels. Boxes are drawn best last (on top); the "phrase score" labels
+    come after all boxes, placed by :func:`place_labels` so that no label covers another (the best
+    detections get the places next to their boxes)."""
     canvas = image.convert("RGB").copy()
     if getattr(prediction, "masks", None) is not None and len(prediction.masks):
         canvas = _blend_masks(canvas, prediction, max_boxes, mask_alpha)
@@ -56,16 +114,25 @@ def draw_prediction(
             prediction.labels.tolist(),
             prediction.phrases,
         )
-    )
-    for box, score, label, phrase in items[:max_boxes][::-1]:  # best drawn last, on top
-        rgb = color(int(label))
-        draw.rectangle(box, outline=rgb, width=line)
+    )[:max_boxes]
+    for box, _score, label, _phrase in items[::-1]:  # best drawn last, on top
+        draw.rectangle(box, outline=color(int(label)), width=line)
+    texts, sizes, offsets = [], [], []
+    for _box, score, _label, phrase in items:
         text = f"{phrase} {score:.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
-        width, height = right - left, bottom - top
-        x = max(0.0, min(box[0], canvas.width - width - 4))
-        y = box[1] - height - 4 if box[1] - height - 4 >= 0 else box[1]
-        draw.rectangle([x, y, x + width + 4, y + height + 4], fill=rgb)
+        texts.append(text)
+        sizes.append((right - left + 4, bottom - top + 4))
+        offsets.append((left, top))
+    corners = place_labels([box for box, *_ in items], sizes, canvas.size)
+    for (_box, _score, label, _phrase), text, (w, h), (left, top), corner in zip(
+        items, texts, sizes, offsets, corners
+    ):
+        if corner is None:
+            continue
+        rgb = color(int(label))
+        x, y = corner
+        draw.rectangle([x, y, x + w - 1, y + h - 1], fill=rgb)
         luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
         draw.text(
             (x + 2 - left, y + 2 - top),

@@ -19,7 +19,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     convert = add_command(
         subparsers, "convert", "convert an official checkpoint to safetensors + config.json", EXAMPLES
     )
-    convert.add_argument("checkpoint")
+    convert.add_argument("checkpoint", help="official .pth checkpoint to convert")
     convert.add_argument("--config", default=None, help="preset name or official YAML (default: inferred)")
     convert.add_argument(
         "--bert-config", default=None, help="HF BertConfig JSON when the text encoder is not BERT-base"
@@ -29,7 +29,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     convert.add_argument("--ema", action="store_true", help="take the 'model_ema' weights")
     convert.add_argument("--non-strict", action="store_true", help="load what fits and report the rest")
-    convert.add_argument("--out", required=True)
+    convert.add_argument("--out", required=True, help="output directory (config.json + model.safetensors)")
     convert.set_defaults(run=run)
     return convert
 

@@ -14,6 +14,8 @@ DETECT_EXAMPLES = """examples:
   glip detect photos/ --classes-file lvis_names.txt --chunk-size 40 --model glip_t --out results/
   glip detect dog.jpg --caption "a black dog next to a red ball" --phrases "a black dog;a red ball" --out results/
   glip detect shapes.png --classes "red circle,blue square" --model runs/synth/model --masks --out results/
+  glip detect 'photos/*.jpg' https://example.com/cat.png --classes "cat" --model glip_t --out results/
+  glip detect photos/ --classes "person" --model glip_t --no-images --batch-size 4 --out results/
 """
 
 DEMO_EXAMPLES = """examples:
@@ -26,7 +28,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     detect = add_command(
         subparsers, "detect", "detect classes or ground a caption in images", DETECT_EXAMPLES
     )
-    detect.add_argument("images", nargs="+", help="image files or directories")
+    detect.add_argument(
+        "images",
+        nargs="+",
+        help="image files, directories, quoted globs ('photos/*.jpg', '**' recursive) or http(s):// URLs",
+    )
     prompt = detect.add_mutually_exclusive_group(required=True)
     prompt.add_argument("--classes", help='comma-separated class names, e.g. "cat,dog"')
     prompt.add_argument("--classes-file", help="a file with one class name per line")
@@ -51,6 +57,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_device_argument(detect)
     detect.add_argument("--out", required=True, help="output directory")
     detect.add_argument(
+        "--no-images", action="store_true", help="write predictions.json only, no annotated images"
+    )
+    detect.add_argument(
+        "--image-format",
+        choices=("png", "jpg"),
+        default="png",
+        help="format of the annotated images (default png)",
+    )
+    detect.add_argument(
         "--masks",
         action="store_true",
         help="also predict and draw instance masks (GLIPv2 mask head; see --mask-head)",
@@ -71,7 +86,7 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
         "run the main job on the bundled example and say where the results are",
         DEMO_EXAMPLES,
     )
-    demo.add_argument("--out", default="glip-demo")
+    demo.add_argument("--out", default="glip-demo", help="output directory (default glip-demo)")
     add_device_argument(demo)
     demo.set_defaults(run=run_demo)
     return demo
@@ -100,8 +115,7 @@ def _skipped(command: str):  # type: ignore[no-untyped-def]
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    from glip.detect import detect_to_folder
-    from glip.images import expand_image_paths
+    from glip.detect import detect_to_folder, expand_inputs
     from glip.predictor import GLIPPredictor
     from glip.runtime import resolve_device
     from glip.weights.resolve import resolve_model
@@ -111,7 +125,7 @@ def run_detect(args: argparse.Namespace) -> int:
     phrases = [p.strip() for p in args.phrases.split(";") if p.strip()] if args.phrases else None
     if phrases and args.caption is None:
         raise ValueError("--phrases needs --caption")
-    paths = expand_image_paths(args.images)
+    paths = expand_inputs(args.images)
     if not paths:
         raise ValueError("no images found in " + ", ".join(args.images))
     mask_head = None
@@ -138,12 +152,33 @@ def run_detect(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         **({"max_pixels": args.max_pixels} if args.max_pixels is not None else {}),
         on_skip=_skipped("detect"),
+        progress=False,
+        model_name=args.model or "demo",
+        write_images=not args.no_images,
+        image_format=args.image_format,
+        on_image=print_image_line,
     )
+    written = "predictions.json" if args.no_images else f"predictions.json + {args.image_format.upper()}s"
     print(
         f"{len(result.records)} image(s) processed, {len(result.errors)} skipped; "
-        f"results in {result.out_dir}/ (predictions.json + PNGs)"
+        f"results in {result.out_dir}/ ({written})"
     )
     return 1 if result.errors else 0
+
+
+def image_line(record: dict[str, Any], index: int, total: int) -> str:
+    """One line per image, e.g. ``image 2/3 photos/b.jpg: 100x150, 3 detections (2 cat, 1 dog)``."""
+    counts: dict[str, int] = {}
+    for det in record["detections"]:
+        counts[det["phrase"]] = counts.get(det["phrase"], 0) + 1
+    found = len(record["detections"])
+    summary = ", ".join(f"{n} {phrase}" for phrase, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    what = f"{found} detection{'s' if found != 1 else ''}" + (f" ({summary})" if summary else "")
+    return f"image {index}/{total} {record['file']}: {record['width']}x{record['height']}, {what}"
+
+
+def print_image_line(record: dict[str, Any], index: int, total: int) -> None:
+    print(image_line(record, index, total), flush=True)
 
 
 def _random_example(folder: Path) -> Path:
@@ -172,7 +207,8 @@ def run_demo(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if demo.demo_model_available():
+    problem = demo.demo_model_problem()
+    if problem is None:
         images = sorted(demo.DEMO_EXAMPLES_DIR.glob("*.png"))
         print(
             "glip demo: the bundled demo model (the 'tiny' preset trained on the synthetic world of glip synth)"
@@ -185,10 +221,11 @@ def run_demo(args: argparse.Namespace) -> int:
         model, threshold = "demo", 0.45
     else:
         images = [_random_example(out / "inputs")]
+        print(f"glip demo: {problem}.")
         print(
-            "glip demo: no trained demo model is installed, so this runs a small RANDOMLY INITIALISED model;"
+            "Meanwhile this runs a small RANDOMLY INITIALISED model: the boxes below show the pipeline "
+            "working end to end, not real detections."
         )
-        print("the boxes below show the pipeline working end to end, not real detections.")
         model, threshold = "random:tiny_random", 0.0
     predictor = GLIPPredictor(resolve_model(model, device=device), device=device)
     result = detect_to_folder(
@@ -198,6 +235,7 @@ def run_demo(args: argparse.Namespace) -> int:
         classes=read_classes(demo.DEMO_PROMPT, None),
         threshold=threshold,
         on_skip=_skipped("demo"),
+        model_name=model,
     )
     print(
         f"{len(result.records)} image(s) processed, {len(result.errors)} skipped; "

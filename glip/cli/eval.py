@@ -73,7 +73,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="DIR",
-        help="image folder (LVIS: the COCO root); ODinW: one per annotation file (default: beside the file)",
+        help="image folder (LVIS: the COCO root); ODinW: one per annotation file (default: the annotation "
+        "file's folder, or the images/ folder beside it that glip synth writes)",
     )
     parser.add_argument(
         "--out", default=None, help="report and prediction cache folder (default glip-eval-TASK)"
@@ -210,6 +211,26 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_image_dir(ann: Path) -> Path:
+    """The image folder of ``ann`` when ``--images`` is not given: its own folder, or the ``images/``
+    folder beside it (the layout ``glip synth`` writes) when that is where the first image's
+    ``file_name`` is."""
+    import json
+
+    folder, sub = ann.parent, ann.parent / "images"
+    if not sub.is_dir():
+        return folder
+    try:
+        images = json.loads(ann.read_text(encoding="utf-8")).get("images") or [{}]
+        first = str(images[0].get("file_name", ""))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return folder  # the evaluation reads the file again and names what is wrong with it
+    if first and not (folder / first).exists() and (sub / first).exists():
+        print(f"glip eval: images from {sub}/ (no --images given)")
+        return sub
+    return folder
+
+
 def _resolver(args: argparse.Namespace, device: str) -> Any:
     """``name -> LazyModel``: models are read only once the data has been checked."""
     from glip.eval.inference import LazyModel
@@ -252,7 +273,7 @@ def _evaluate_model(
                 )
             suite = anns[0]
         else:
-            images = args.images or [str(a.parent) for a in anns]
+            images = args.images or [str(default_image_dir(a)) for a in anns]
             if len(images) != len(anns):
                 raise EvalError(f"{len(anns)} --ann file(s) but {len(images)} --images folder(s)")
             suite = list(zip(anns, images))
@@ -265,7 +286,7 @@ def _evaluate_model(
     if task == "coco":
         from glip.eval.coco import evaluate_coco
 
-        image_dir = Path(image_arg) if image_arg else ann.parent
+        image_dir = Path(image_arg) if image_arg else default_image_dir(ann)
         mask_head = None
         if getattr(args, "masks", False):
             from glip.models.mask_head import find_mask_head, load_mask_head

@@ -61,7 +61,12 @@ def add_score_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     score.add_argument("pseudo", help="ODVG JSONL written by glip pseudo-label")
     score.add_argument("truth", help="COCO truth with tokens_positive (captions_gt.json of glip synth)")
-    score.add_argument("--iou", type=float, default=0.5)
+    score.add_argument(
+        "--iou",
+        type=float,
+        default=0.5,
+        help="IoU at which a pseudo box matches a reference box (default 0.5)",
+    )
     score.add_argument("--thresholds", default="", help="also score stricter thresholds, e.g. 0.6,0.7")
     score.set_defaults(run=run_score)
     return score

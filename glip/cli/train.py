@@ -7,6 +7,7 @@ The command builds the model, the training set and, with ``--val-ann``, the eval
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,25 @@ EXAMPLES = """examples:
       --train-ann o365.jsonl goldg.json --train-images o365/ goldg/ --weights 1,1 --out runs/pretrain --epochs 30
   glip train ... --resume          # continue a killed run from OUT/last.pt
 """
+
+
+class _HelpConfigAction(argparse.Action):
+    """``--help-config``: print every ``--set`` key of the preset given before it (default tiny) and exit,
+    before the required arguments are checked (as ``--help``)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            help="list every --set key (training, loss and the --preset's model config) with defaults, and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, *_args: Any) -> None:
+        from glip.cli.set_keys import format_set_keys
+
+        print(format_set_keys(getattr(namespace, "preset", None) or "tiny"))
+        parser.exit()
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -39,16 +59,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     train.add_argument("--weights", default=None, help="mixing weights of several training files, e.g. 1,2")
     train.add_argument("--val-ann", default=None, help="COCO .json evaluated every --set eval_every=N steps")
-    train.add_argument("--val-images", default=None)
+    train.add_argument("--val-images", default=None, help="image directory of --val-ann")
     train.add_argument("--out", required=True, help="run directory (checkpoints, metrics, configs)")
     steps = train.add_mutually_exclusive_group()
-    steps.add_argument("--max-steps", type=int, default=None)
-    steps.add_argument("--epochs", type=int, default=None)
+    steps.add_argument("--max-steps", type=int, default=None, help="optimiser steps to train (or --epochs)")
+    steps.add_argument(
+        "--epochs", type=int, default=None, help="passes over the training set (or --max-steps)"
+    )
     train.add_argument("--batch-size", type=int, default=2, help="images per process")
-    train.add_argument("--lr", type=float, default=None)
-    train.add_argument("--tune", choices=("full", "prompt", "linear"), default="full")
+    train.add_argument(
+        "--lr", type=float, default=None, help="base learning rate (default: TrainConfig.lr, 1e-4)"
+    )
+    train.add_argument(
+        "--tune",
+        choices=("full", "prompt", "linear"),
+        default="full",
+        help="what trains: the full model, prompt tuning or a linear probe (default full)",
+    )
     train.add_argument("--shots", type=int, default=0, help="k-shot subset per class (ODinW protocol)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="random seed (data order, init, few-shot subset)")
     train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     train.add_argument(
         "--overwrite",
@@ -65,8 +94,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="overrides: TrainConfig fields (warmup_steps=100), loss settings (loss.inter_loss_weight=0.5) "
-        "or model config keys (head.num_blocks=2)",
+        "or model config keys (head.num_blocks=2); --help-config lists them",
     )
+    train.add_argument("--help-config", action=_HelpConfigAction)
     train.add_argument(
         "--trust-pickle",
         action="store_true",
@@ -102,6 +132,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     import torch
 
+    from glip.cli.set_keys import check_set_keys
     from glip.config import apply_overrides, get_preset
     from glip.data.build import build_training_set
     from glip.data.transforms import TrainTransform
@@ -113,6 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)  # a bad --device: one message before any data is read
     check_out_dir(Path(args.out), resume=args.resume, overwrite=args.overwrite)
+    check_set_keys(args.set, args.preset, with_model=not args.init)
     train_overrides, loss_overrides, model_overrides = parse_train_overrides(args.set)
     criterion = Criterion(CriterionConfig(**loss_overrides))
     if args.init:
@@ -160,10 +192,15 @@ def run_train(args: argparse.Namespace) -> int:
     from glip.engine.distributed import init_distributed
 
     if init_distributed().is_main:
+        from glip.eval.report import plot_training_curves
         from glip.weights.loading import save_model
 
         save_model(model, Path(args.out) / "model")
         print(
             f"trained {summary['step']} steps; model in {Path(args.out) / 'model'} (glip detect --model ...)"
         )
+        metrics = Path(args.out) / "metrics.jsonl"
+        curves = plot_training_curves(metrics) if metrics.exists() else None
+        if curves is not None:
+            print(f"training curves (loss parts and lr against step) in {curves}")
     return 0

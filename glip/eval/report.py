@@ -427,3 +427,110 @@ def write_odinw_report(result: EvalResult, out_dir: Path) -> dict[str, str]:
     write_metrics(result, out)
     write_summary(result, out, metric_rows, (header, table), table_title="Datasets")
     return result.files
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+TRAINING_CURVES_FILE = "training_curves.png"
+
+
+def read_metrics_log(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``metrics.jsonl`` of ``glip train`` -> (training records, evaluation records), each sorted by step.
+
+    Training records hold ``loss`` (and its parts ``loss_*``) and ``lr``; evaluation records ``eval/*``.
+    A step logged twice (a resumed run) keeps its last record; lines that are not JSON objects with a
+    ``step`` are skipped with one warning naming their count.
+    """
+    train: dict[int, dict[str, Any]] = {}
+    evals: dict[int, dict[str, Any]] = {}
+    bad = 0
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            step = int(record["step"])
+        except (ValueError, TypeError, KeyError):
+            bad += 1
+            continue
+        if any(key.startswith("eval/") for key in record):
+            evals[step] = {**evals.get(step, {}), **record}
+        elif "loss" in record:
+            train[step] = record
+        else:
+            bad += 1
+    if bad:
+        logger.warning("%s: %d line(s) skipped (not a training or evaluation record)", path, bad)
+    return [train[s] for s in sorted(train)], [evals[s] for s in sorted(evals)]
+
+
+def plot_training_curves(metrics_path: str | Path, out_path: str | Path | None = None) -> Path | None:
+    """Plot a training log (``metrics.jsonl``): the loss and each of its parts, and the learning rate,
+    against the optimiser step (plus the evaluation metrics when the run evaluated).
+
+    Args:
+        metrics_path: the ``metrics.jsonl`` :func:`glip.engine.train.fit` writes.
+        out_path: the PNG (default ``training_curves.png`` beside ``metrics_path``), written atomically.
+
+    Returns:
+        The PNG's path, or None when there is nothing to plot (no training record) or no matplotlib.
+    """
+    from glip.fileio import atomic_save
+
+    metrics_path = Path(metrics_path)
+    train, evals = read_metrics_log(metrics_path)
+    if not train:
+        return None
+    eval_keys = sorted({k for r in evals for k, v in r.items() if k.startswith("eval/") and _is_number(v)})
+    panels = 3 if eval_keys else 2
+    figure = _figure(7, 2.6 * panels)
+    if figure is None:
+        return None
+    steps = [r["step"] for r in train]
+    loss_keys = ["loss"] + sorted({k for r in train for k in r if k.startswith("loss_") and _is_number(r[k])})
+    axes = figure.add_subplot(panels, 1, 1)
+    for index, key in enumerate(loss_keys):
+        points = [(r["step"], r[key]) for r in train if _is_number(r.get(key))]
+        axes.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            label=key,
+            color="black" if key == "loss" else tuple(c / 255 for c in color(index)),
+            linewidth=2.0 if key == "loss" else 1.2,
+        )
+    axes.set_ylabel("loss (mean per logged window)")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="upper right")
+    axes.set_title(f"Training curves: {metrics_path.parent.name or metrics_path.parent}")
+    lr_axes = figure.add_subplot(panels, 1, 2, sharex=axes)
+    rates = [(r["step"], r["lr"]) for r in train if _is_number(r.get("lr"))]
+    lr_axes.plot([p[0] for p in rates], [p[1] for p in rates], color=(0.2, 0.4, 0.8))
+    positive = [p[1] for p in rates if p[1] > 0]
+    if positive and max(positive) / min(positive) > 20:
+        lr_axes.set_yscale("log")
+    lr_axes.set_ylabel("learning rate")
+    lr_axes.grid(alpha=0.3)
+    if eval_keys:
+        eval_axes = figure.add_subplot(panels, 1, 3, sharex=axes)
+        for index, key in enumerate(eval_keys[:8]):
+            points = [(r["step"], r[key]) for r in evals if _is_number(r.get(key))]
+            eval_axes.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker="o",
+                label=key.removeprefix("eval/"),
+                color=tuple(c / 255 for c in color(index)),
+            )
+        eval_axes.set_ylabel("evaluation")
+        eval_axes.grid(alpha=0.3)
+        eval_axes.legend(fontsize=7, loc="lower right")
+    figure.axes[-1].set_xlabel(f"optimiser step (last {steps[-1]})")
+    figure.tight_layout()
+    target = Path(out_path) if out_path is not None else metrics_path.parent / TRAINING_CURVES_FILE
+    atomic_save(target, lambda handle: figure.savefig(handle, format="png"))
+    return target
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

