@@ -7,7 +7,9 @@ Resize (shorter side ``min_size``, longer side at most ``max_size``, int() trunc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -132,12 +134,18 @@ def preprocess_images(
     for image, source in zip(images, names):
         check_resizable(image.width, image.height, input_config, source)
     cfg = input_config
-    return [
-        normalize(
+
+    def one(image: Image.Image) -> torch.Tensor:
+        return normalize(
             resize_image(image, cfg.min_size, cfg.max_size), cfg.pixel_mean, cfg.pixel_std, cfg.to_bgr255
         )
-        for image in images
-    ]
+
+    # PIL's resize and torch's element-wise ops release the GIL: the images of a batch go in parallel
+    workers = min(len(images), os.cpu_count() or 1)
+    if workers <= 1:
+        return [one(image) for image in images]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, images))
 
 
 def group_by_padded_size(

@@ -51,6 +51,15 @@ def test_preprocess_images_is_the_official_transform():
     assert torch.equal(tensor, expected)
 
 
+def test_preprocess_images_of_a_batch_in_parallel_keep_their_order():
+    cfg = get_preset("tiny_random").input
+    images = [Image.new("RGB", (90 + 7 * i, 60 + 5 * i), (10 * i, 120, 200)) for i in range(5)]
+    tensors = preprocess_images(images, cfg)
+    for image, tensor in zip(images, tensors):
+        expected = preprocess(image, cfg.min_size, cfg.max_size, cfg.pixel_mean, cfg.pixel_std, cfg.to_bgr255)
+        assert torch.equal(tensor, expected)
+
+
 def test_preprocess_images_names_an_image_too_elongated():
     cfg = dataclasses.replace(get_preset("tiny_random").input, min_size=160, max_size=256)
     with pytest.raises(ImageError, match="line.png \\(2000x1 pixels\\) is too elongated"):

@@ -76,8 +76,11 @@ def deform_conv3x3_grid_sample(
     grid_y = pos_y * (2.0 / (height - 1)) - 1.0
     grid = torch.stack((grid_x, grid_y), dim=-1)  # (B, 9, Ho, Wo, 2)
     weight_2d = weight.reshape(weight.shape[0], -1)  # (O, C*9)
-    # Large maps go in bands of output rows, so the (B, C*9, Ho*Wo) sampled columns never exist at once.
-    rows = max(1, min(out_h, DEFORM_COLUMNS_MAX_ELEMENTS // max(1, batch * channels * 9 * out_w)))
+    # On CPU, large maps go in bands of output rows, so the (B, C*9, Ho*Wo) sampled columns never exist at
+    # once (bands are also faster there: they stay in cache); on an accelerator one band (no torch.cat).
+    rows = out_h
+    if device.type == "cpu":
+        rows = max(1, min(out_h, DEFORM_COLUMNS_MAX_ELEMENTS // max(1, batch * channels * 9 * out_w)))
     bands = []
     for top in range(0, out_h, rows):
         band = min(rows, out_h - top)

@@ -82,13 +82,23 @@ class BiMultiHeadAttention(nn.Module):
         text_to_vision = torch.einsum("bhtd,chd->bhtc", value_text, w_out)  # (B, h, T, Cv)
         w_value = self.vision_value.weight.view(heads, dim, vision_dim)  # (h, d, Cv)
         mask_fill = None
-        # exporting (glip.export): always masked, since the padding of a traced graph's inputs is not known
-        if text_mask is not None and (torch.compiler.is_exporting() or bool((text_mask == 0).any())):
-            mask_fill = text_mask.to(vision.dtype).masked_fill(text_mask == 0, TEXT_MASK_FILL)  # (B, T)
+        # Whether the text has padding is looked up on the host only on CPU, where it costs nothing and
+        # saves an add over the logits; on an accelerator (no host synchronisation inside the forward) and
+        # when exporting (glip.export: the padding of a traced graph's inputs is not known) it is always
+        # masked (the official computation).
+        if text_mask is not None and (
+            torch.compiler.is_exporting() or vision.device.type != "cpu" or bool((text_mask == 0).any())
+        ):
+            # at least fp32: -9e15 overflows fp16 (autocast inference), and the masked softmax then runs in fp32
+            fill_dtype = torch.promote_types(vision.dtype, torch.float32)
+            mask_fill = text_mask.to(fill_dtype).masked_fill(text_mask == 0, TEXT_MASK_FILL)  # (B, T)
 
-        # Heads are processed in groups so that the (B, N, h, T) logits and the two softmaxes over them
-        # never exist for all heads at once (GLIP-T at 800x1333: 126 MB per copy for 8 heads).
-        group = max(1, min(heads, self.max_logit_elements // max(1, batch * num_vision * length)))
+        # On CPU, heads are processed in groups so that the (B, N, h, T) logits and the two softmaxes over
+        # them never exist for all heads at once (GLIP-T at 800x1333: 126 MB per copy for 8 heads); on an
+        # accelerator all heads go at once (fewer, larger kernels; its memory holds them).
+        group = heads
+        if vision.device.type == "cpu":
+            group = max(1, min(heads, self.max_logit_elements // max(1, batch * num_vision * length)))
         out_vision = self.vision_out.bias.view(1, 1, -1).expand(batch, num_vision, vision_dim)
         out_text_heads = []
         for start in range(0, heads, group):

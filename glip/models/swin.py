@@ -186,7 +186,7 @@ class WindowAttention(nn.Module):
         self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=True)
         self.qkv = nn.Linear(dim, 3 * dim, bias=True)
         self.proj = nn.Linear(dim, dim)
-        # without autograd, windows are attended in chunks of this many (bounds the memory of big images)
+        # CPU without autograd: windows are attended in chunks of this many (bounds the memory of big images)
         self.windows_per_chunk = 256
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -199,9 +199,9 @@ class WindowAttention(nn.Module):
         Returns:
             ``(num_windows * B, N, C)``.
         """
-        if torch.is_grad_enabled() or x.shape[0] <= self.windows_per_chunk:
+        if torch.is_grad_enabled() or x.shape[0] <= self.windows_per_chunk or x.device.type != "cpu":
             return self._attend(x, mask, 0)
-        # inference on large maps: windows in chunks, so the (windows, heads, N, N) scores stay small
+        # CPU inference on large maps: windows in chunks, so the (windows, heads, N, N) scores stay small
         out = torch.empty_like(x)
         for start in range(0, x.shape[0], self.windows_per_chunk):
             stop = min(start + self.windows_per_chunk, x.shape[0])
@@ -254,7 +254,7 @@ class SwinTransformerBlock(nn.Module):
         self.drop_path = DropPath(drop_path_rate)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        # without autograd, the MLP runs over chunks of this many tokens (bounds the memory of big images)
+        # CPU without autograd: the MLP runs over chunks of this many tokens (bounds the memory of big images)
         self.tokens_per_chunk = 8192
 
     def forward(self, x: Tensor, height: int, width: int, attn_mask: Tensor | None) -> Tensor:
@@ -294,9 +294,14 @@ class SwinTransformerBlock(nn.Module):
         if pad_b or pad_r:
             x = x[:, :height, :width, :].contiguous()
         x = shortcut + self.drop_path(x.reshape(b, height * width, c))
-        if torch.is_grad_enabled() or self.training or b * length <= self.tokens_per_chunk:
+        if (
+            torch.is_grad_enabled()
+            or self.training
+            or b * length <= self.tokens_per_chunk
+            or x.device.type != "cpu"
+        ):
             return x + self.drop_path(self.mlp(self.norm2(x)))
-        # inference on large maps: the MLP (4x wider hidden layer) in chunks of tokens, added in place
+        # CPU inference on large maps: the MLP (4x wider hidden layer) in chunks of tokens, added in place
         flat = x.view(b * length, c)
         for start in range(0, b * length, self.tokens_per_chunk):
             part = flat[start : start + self.tokens_per_chunk]
