@@ -23,7 +23,7 @@ DEFAULT_MODEL = "demo_v2"
 
 
 def _common(parser: argparse.ArgumentParser, out: str) -> None:
-    parser.add_argument("images", nargs="+", help="image files or directories")
+    parser.add_argument("images", nargs="+", help="image files, directories, quoted globs or http(s):// URLs")
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -87,9 +87,9 @@ def _predictor(args: argparse.Namespace) -> Any:
 
 
 def _paths(items: list[str]) -> list[Any]:
-    from glip.images import expand_image_paths
+    from glip.detect import expand_inputs
 
-    paths = expand_image_paths(items)
+    paths = expand_inputs(items)
     if not paths:
         raise ValueError("no images found in " + ", ".join(items))
     return paths

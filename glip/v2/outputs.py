@@ -1,7 +1,8 @@
 """GLIPv2 VQA answers and captions of many image files, written to a folder (what ``glip ask`` and
 ``glip caption`` run): one JSON file of records + an annotated PNG per image.
 
-A file that cannot be read (:class:`glip.images.ImageError`) is reported through ``on_skip``, listed in
+Inputs are files or http(s) URLs (:func:`glip.remote.load_source`). A file that cannot be read or fetched
+(:class:`glip.images.ImageError`) is reported through ``on_skip``, listed in
 ``errors.json`` and skipped; every file is written atomically. The question (for ``ask``) is checked once
 before any image is read.
 """
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from glip.fileio import atomic_save, atomic_write_text
-from glip.images import MAX_PIXELS, ImageError, load_image
+from glip.images import MAX_PIXELS, ImageError
 from glip.predictor import GLIPPredictor
+from glip.remote import is_url, load_source, url_stem
 from glip.text.tokenizer import tokenize_captions
 from glip.visualize import draw_answer, draw_caption
 
@@ -64,9 +66,9 @@ def _run(
     out.mkdir(parents=True, exist_ok=True)
     report = on_skip or _default_skip
     records, errors, results, used = [], [], [], set()
-    for path in (Path(p) for p in paths):
+    for path in (p if is_url(p) else Path(p) for p in paths):
         try:
-            image = load_image(path, max_pixels=max_pixels)
+            image = load_source(path, max_pixels=max_pixels)
         except ImageError as exc:
             message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             report(message)
@@ -80,7 +82,7 @@ def _run(
             result.source = result_source
         records.append({"file": result_source, **{k: v for k, v in result.to_dict().items() if k != "file"}})
         results.append(result)
-        name = path.stem + ".png"
+        name = (url_stem(str(path)) if is_url(path) else path.stem) + ".png"
         while name in used:
             name = f"{Path(name).stem}_{len(used)}.png"
         used.add(name)
