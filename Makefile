@@ -2,7 +2,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,tiny,nlp,eval,export,serve
 
-.PHONY: demo test install lint format clean demo-model
+.PHONY: demo test install lint format clean demo-model demo-model-v2
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,10 @@ test: install
 # Retrain the bundled demo model (glip/assets/demo_model) from scratch: ~30 min on 2 CPU cores.
 demo-model: install
 	$(PY) experiments/demo_model.py
+
+# Retrain the bundled GLIPv2 demo model (glip/assets/demo_model_v2) on top of the GLIP demo model: ~75 min on 2 CPU cores.
+demo-model-v2: install
+	$(PY) experiments/demo_model_v2.py
 
 format: install
 	$(VENV)/bin/ruff format glip tests benchmarks
