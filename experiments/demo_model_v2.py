@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("A", "C", "B", "package")
+STAGES = ("A", "C", "D", "B", "package")
 
 
 def main() -> None:
@@ -54,6 +54,18 @@ def main() -> None:
     parser.add_argument("--lr-c", type=float, default=3e-5, help="stage C learning rate of the shared GLIP")
     parser.add_argument("--head-lr", type=float, default=1e-3, help="stage C learning rate of the new heads")
     parser.add_argument("--vl-size", type=int, default=192, help="side of the VL scenes (the demo's input)")
+    parser.add_argument(
+        "--steps-d",
+        type=int,
+        default=400,
+        help="stage D steps: stage C again with a --gamma-lr on the fusion layer scales (0: skip)",
+    )
+    parser.add_argument(
+        "--gamma-lr",
+        type=float,
+        default=3e-3,
+        help="stage D learning rate of the fusion layers' text_gamma / vision_gamma (image -> text information)",
+    )
     parser.add_argument("--steps-b", type=int, default=1200, help="stage B steps (the mask head)")
     parser.add_argument("--lr-b", type=float, default=1e-3)
     parser.add_argument("--from-stage", choices=STAGES, default="A")
@@ -72,7 +84,7 @@ def main() -> None:
         )
     timings["generate_s"] = time.perf_counter() - tick
     start = STAGES.index(args.from_stage)
-    for stage, run in (("A", stage_a), ("C", stage_c), ("B", stage_b), ("package", package)):
+    for stage, run in (("A", stage_a), ("C", stage_c), ("D", stage_d), ("B", stage_b), ("package", package)):
         if STAGES.index(stage) < start:
             continue
         tick = time.perf_counter()
@@ -90,7 +102,7 @@ def main() -> None:
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "threads": torch.get_num_threads(),
     }
-    for stage in ("A", "C", "B"):
+    for stage in ("A", "C", "D", "B"):
         summary = work / f"stage_{stage}" / "summary.json"
         if summary.exists():
             report[f"stage_{stage}"] = json.loads(summary.read_text())
@@ -216,13 +228,75 @@ def stage_c(args, work: Path, train_dir: Path) -> None:
     (out / "summary.json").write_text(json.dumps({"history": history}, indent=2))
 
 
+def _vl_data(glip, args):
+    from glip.data.synthetic.vl import SyntheticVL
+
+    return {
+        task: SyntheticVL(
+            task,
+            args.train_images,
+            seed=args.seed,
+            split="train",
+            size=args.vl_size,
+            input_config=glip.config.input,
+            vocabulary="colour_shape",
+        )
+        for task in ("detection", "vqa", "caption")
+    }
+
+
+def _last_vl_stage(args, work: Path) -> Path:
+    return work / ("stage_D" if args.steps_d > 0 else "stage_C")
+
+
+def stage_d(args, work: Path, train_dir: Path) -> None:
+    """Stage C again from its result, the fusion layers' layer scales (how much image information enters the
+    text: ~0.01 after the GLIP demo model) at ``--gamma-lr``; the heads go on from stage C."""
+    if args.steps_d <= 0:
+        return
+    from glip.v2.vl_train import VLTrainConfig, train_vl
+    from glip.weights.loading import load_model, save_model
+
+    glip = load_model(work / "stage_C" / "model")
+    for module in (glip.text_encoder, glip.backbone):
+        for p in module.parameters():
+            p.requires_grad_(False)
+    vqa, captioner = _vl_models(glip, args.seed)
+    vqa.head.load_state_dict(torch.load(work / "stage_C" / "vqa_head.pt", weights_only=True))
+    captioner.head.load_state_dict(torch.load(work / "stage_C" / "caption_head.pt", weights_only=True))
+    history = train_vl(
+        glip,
+        _vl_data(glip, args),
+        VLTrainConfig(
+            steps=args.steps_d,
+            batch_size=args.batch_size,
+            lr=args.lr_c,
+            text_lr=0.0,
+            head_lr=args.head_lr,
+            gamma_lr=args.gamma_lr,
+            warmup_steps=50,
+            seed=args.seed + 1,
+            log_every=25,
+        ),
+        vqa=vqa,
+        captioner=captioner,
+    )
+    out = work / "stage_D"
+    if out.exists():
+        shutil.rmtree(out)
+    save_model(glip, out / "model", skip_pretrained_text=True)
+    torch.save(vqa.head.state_dict(), out / "vqa_head.pt")
+    torch.save(captioner.head.state_dict(), out / "caption_head.pt")
+    (out / "summary.json").write_text(json.dumps({"history": history}, indent=2))
+
+
 def stage_b(args, work: Path, train_dir: Path) -> None:
     """The second stage: the mask head on the instance masks, everything else frozen."""
     from glip.models.mask_head import MaskHead, MaskHeadConfig
     from glip.v2.segmentation import SegmentationTrainConfig, train_segmentation
     from glip.weights.loading import load_model
 
-    model = load_model(work / "stage_C" / "model").eval()
+    model = load_model(_last_vl_stage(args, work) / "model").eval()
     dataset = _mixture(model, train_dir, args.seed, masks=True)
     torch.manual_seed(args.seed)
     mask_head = MaskHead(MaskHeadConfig.for_model(model.config))
@@ -253,10 +327,11 @@ def package(args, work: Path, train_dir: Path) -> None:
     from glip.v2.heads import save_vl_heads
     from glip.weights.loading import load_model, save_model
 
-    glip = load_model(work / "stage_C" / "model")
+    last = _last_vl_stage(args, work)
+    glip = load_model(last / "model")
     vqa, captioner = _vl_models(glip, args.seed)
-    vqa.head.load_state_dict(torch.load(work / "stage_C" / "vqa_head.pt", weights_only=True))
-    captioner.head.load_state_dict(torch.load(work / "stage_C" / "caption_head.pt", weights_only=True))
+    vqa.head.load_state_dict(torch.load(last / "vqa_head.pt", weights_only=True))
+    captioner.head.load_state_dict(torch.load(last / "caption_head.pt", weights_only=True))
     mask_head = load_mask_head(work / "stage_B")
     out = Path(args.out)
     if out.exists():

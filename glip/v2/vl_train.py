@@ -48,6 +48,7 @@ class VLTrainConfig:
     lr: float = 1e-4  # GLIP (backbone, FPN, head)
     text_lr: float = 1e-5  # the pretrained text encoder (official LANG_LR)
     head_lr: float = 1e-3  # the new VQA / captioning heads
+    gamma_lr: float | None = None  # the fusion layers' layer scales (text_gamma / vision_gamma); None: lr
     weight_decay: float = 1e-4
     warmup_steps: int = 20
     clip_grad: float = 1.0
@@ -61,13 +62,21 @@ class VLTrainConfig:
 
 def _parameter_groups(glip: GLIP, heads: list[nn.Module], config: VLTrainConfig) -> list[dict[str, object]]:
     text = [p for p in glip.text_encoder.parameters() if p.requires_grad]
-    text_ids = {id(p) for p in text}
-    rest = [p for p in glip.parameters() if p.requires_grad and id(p) not in text_ids]
+    gammas = [
+        p
+        for n, p in glip.named_parameters()
+        if p.requires_grad and n.endswith(("text_gamma", "vision_gamma"))
+    ]
+    if config.gamma_lr is None:
+        gammas = []
+    taken = {id(p) for p in [*text, *gammas]}
+    rest = [p for p in glip.parameters() if p.requires_grad and id(p) not in taken]
     head = [p for module in heads for p in module.parameters() if p.requires_grad]
     groups = [
         {"params": rest, "lr": config.lr},
         {"params": text, "lr": config.text_lr},
         {"params": head, "lr": config.head_lr},
+        {"params": gammas, "lr": config.gamma_lr},
     ]
     return [g for g in groups if g["params"]]
 
