@@ -325,7 +325,7 @@ def load_model(
     """Load a released model by name, a saved directory or an official ``.pth``; returns it in eval mode."""
     text = str(name_or_path)
     path = Path(text)
-    if text == "demo" and not path.exists():
+    if text == "demo" and not (path / CONFIG_FILE).exists():  # a folder named demo (an --out) is not a model
         from glip.weights.demo import DEMO_MODEL_DIR, demo_model_problem
 
         problem = demo_model_problem()

@@ -513,3 +513,15 @@ def test_hub_reachability_check(http_photos, closed_port):
     assert hub_unreachable(http_photos) is None
     assert hub_unreachable(f"{http_photos}/no-such-page") is None  # an HTTP error still answers
     assert "refused" in hub_unreachable(f"http://127.0.0.1:{closed_port}").lower()
+
+
+def test_model_demo_with_a_demo_folder_in_the_working_directory(tmp_path, capsys, monkeypatch):
+    """`glip demo --out demo` (a folder named demo, no model in it) still loads the bundled demo model."""
+    from glip.weights.demo import demo_model_available
+
+    if not demo_model_available():
+        pytest.skip("bundled demo model or its text-encoder package not installed")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert main(["demo", "--out", "demo"]) == 0
+    assert "error" not in capsys.readouterr().err
