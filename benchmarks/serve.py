@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     from glip.weights.demo import DEMO_EXAMPLES_DIR, DEMO_MODEL_DIR, DEMO_PROMPT
 
     predictor = GLIPPredictor.from_pretrained(str(DEMO_MODEL_DIR), device=args.device)
-    image = (DEMO_EXAMPLES_DIR / "test_000000.png").read_bytes()
+    image = (DEMO_EXAMPLES_DIR / "test_000002.png").read_bytes()
     app = create_app(predictor, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, model_name="demo")
     sequential = args.sequential or args.clients * args.requests
     with BackgroundServer(app) as server:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+# the one default score threshold of `glip detect` and `glip demo` (both print it): the library's default
+# (GLIPPredictor.predict, glip.detect.detect_to_folder; a test keeps them equal)
+DEFAULT_THRESHOLD = 0.5
+
 DEVICE_HELP = "auto (CUDA when available; cuda:LOCAL_RANK under torchrun), cpu, cuda, cuda:N (default auto)"
 
 

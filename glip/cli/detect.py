@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from glip.cli.common import add_command, add_device_argument
+from glip.cli.common import DEFAULT_THRESHOLD, add_command, add_device_argument
 
 DETECT_EXAMPLES = """examples:
   glip detect street.jpg --classes "person,bicycle,traffic light" --out results/
@@ -40,7 +40,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     detect.add_argument("--phrases", help='phrases of the caption, ";"-separated (default: noun phrases)')
     detect.add_argument("--model", default=None, help="released name, saved directory or official .pth")
     detect.add_argument("--config", default=None, help="preset name or official YAML for an official .pth")
-    detect.add_argument("--threshold", type=float, default=0.5, help="minimum score (default 0.5)")
+    detect.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"minimum score (default {DEFAULT_THRESHOLD}, as glip demo)",
+    )
     detect.add_argument(
         "--chunk-size", type=int, default=None, help="classes per prompt (default: fill 256 tokens)"
     )
@@ -87,6 +92,12 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
         DEMO_EXAMPLES,
     )
     demo.add_argument("--out", default="glip-demo", help="output directory (default glip-demo)")
+    demo.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"minimum score (default {DEFAULT_THRESHOLD}, as glip detect)",
+    )
     add_device_argument(demo)
     demo.set_defaults(run=run_demo)
     return demo
@@ -160,7 +171,7 @@ def run_detect(args: argparse.Namespace) -> int:
     )
     written = "predictions.json" if args.no_images else f"predictions.json + {args.image_format.upper()}s"
     print(
-        f"{len(result.records)} image(s) processed, {len(result.errors)} skipped; "
+        f"{len(result.records)} image(s) processed, {len(result.errors)} skipped (threshold {args.threshold}); "
         f"results in {result.out_dir}/ ({written})"
     )
     return 1 if result.errors else 0
@@ -216,15 +227,15 @@ def run_demo(args: argparse.Namespace) -> int:
         names = demo.DEMO_PROMPT.split(",")
         print(
             f"on {len(images)} bundled example image(s), prompt: the {len(names)} seen names of that world "
-            f"({', '.join(names[:3])}, ..., {names[-1]})"
+            f"({', '.join(names[:3])}, ..., {names[-1]}), threshold {args.threshold}"
         )
-        model, threshold = "demo", 0.45
+        model, threshold = "demo", args.threshold
     else:
         images = [_random_example(out / "inputs")]
         print(f"glip demo: {problem}.")
         print(
             "Meanwhile this runs a small RANDOMLY INITIALISED model: the boxes below show the pipeline "
-            "working end to end, not real detections."
+            "working end to end, not real detections (threshold 0: a random model's scores mean nothing)."
         )
         model, threshold = "random:tiny_random", 0.0
     predictor = GLIPPredictor(resolve_model(model, device=device), device=device)

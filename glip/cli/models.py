@@ -20,8 +20,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(_args: argparse.Namespace) -> int:
     from glip.config import PRESETS
+    from glip.weights.demo import DEMO_PROMPT, demo_model_problem
     from glip.weights.registry import RELEASED
 
+    problem = demo_model_problem(imports=False)
+    print('bundled (no download; --model demo, GLIPPredictor.from_pretrained("demo")):')
+    print(
+        f"  {'demo':<10} the 'tiny' preset trained on the synthetic world of coloured shapes (glip synth): "
+        f"{len(DEMO_PROMPT.split(','))} seen names"
+    )
+    print(f"  {'':<10} {'installed' if problem is None else 'not loadable here: ' + problem}")
     print("released checkpoints (glip detect --model NAME; offline: put the file in $GLIP_HOME):")
     for name, info in sorted(RELEASED.items()):
         print(f"  {name:<10} {info.description}  [{info.url}]")

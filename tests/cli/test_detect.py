@@ -226,6 +226,45 @@ def test_demo_with_the_bundled_model(tmp_path, capsys):
     records = json.loads((out / "predictions.json").read_text())
     assert records and all((out / (Path(r["file"]).stem + ".png")).exists() for r in records)
     assert sum(len(r["detections"]) for r in records) > 0
+    # one demo, one threshold: glip detect with the demo model on the same images finds the same boxes
+    assert "threshold 0.5" in captured.out
+    from glip.weights.demo import DEMO_EXAMPLES_DIR, DEMO_PROMPT
+
+    argv = ["detect", str(DEMO_EXAMPLES_DIR), "--classes", DEMO_PROMPT, "--model", "demo"]
+    assert main([*argv, "--out", str(tmp_path / "detect")]) == 0
+    assert "skipped (threshold 0.5)" in capsys.readouterr().out
+    detected = json.loads((tmp_path / "detect" / "predictions.json").read_text())
+    assert [r["detections"] for r in detected] == [r["detections"] for r in records]
+
+
+def test_one_default_threshold_everywhere():
+    import inspect
+
+    from glip.cli.common import DEFAULT_THRESHOLD
+    from glip.cli.main import build_parser
+    from glip.detect import detect_to_folder
+    from glip.predictor import GLIPPredictor
+
+    parser = build_parser()
+    assert parser.parse_args(["demo"]).threshold == DEFAULT_THRESHOLD
+    assert (
+        parser.parse_args(["detect", "a.png", "--classes", "x", "--out", "o"]).threshold == DEFAULT_THRESHOLD
+    )
+    assert inspect.signature(detect_to_folder).parameters["threshold"].default == DEFAULT_THRESHOLD
+    assert inspect.signature(GLIPPredictor.predict).parameters["threshold"].default == DEFAULT_THRESHOLD
+
+
+def test_bundled_examples_hold_only_objects_the_demo_prompt_names():
+    """Every object of every bundled example (their ground truth is bundled beside them) is one of the
+    demo prompt's names, and every example has ground truth."""
+    from glip.weights.demo import DEMO_EXAMPLES_DIR, DEMO_PROMPT
+
+    truth = json.loads((DEMO_EXAMPLES_DIR / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in truth["categories"]}
+    assert {names[a["category_id"]] for a in truth["annotations"]} <= set(DEMO_PROMPT.split(","))
+    files = sorted(p.name for p in DEMO_EXAMPLES_DIR.glob("*.png"))
+    assert files and sorted(i["file_name"] for i in truth["images"]) == files
+    assert {a["image_id"] for a in truth["annotations"]} == {i["id"] for i in truth["images"]}
 
 
 @pytest.mark.parametrize("device", ["gpu0", "cuda:x", "tpu"])
@@ -474,3 +513,15 @@ def test_hub_reachability_check(http_photos, closed_port):
     assert hub_unreachable(http_photos) is None
     assert hub_unreachable(f"{http_photos}/no-such-page") is None  # an HTTP error still answers
     assert "refused" in hub_unreachable(f"http://127.0.0.1:{closed_port}").lower()
+
+
+def test_model_demo_with_a_demo_folder_in_the_working_directory(tmp_path, capsys, monkeypatch):
+    """`glip demo --out demo` (a folder named demo, no model in it) still loads the bundled demo model."""
+    from glip.weights.demo import demo_model_available
+
+    if not demo_model_available():
+        pytest.skip("bundled demo model or its text-encoder package not installed")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert main(["demo", "--out", "demo"]) == 0
+    assert "error" not in capsys.readouterr().err

@@ -18,7 +18,7 @@ from glip.serve.app import create_app
 from glip.serve.server import BackgroundServer
 from glip.weights.demo import DEMO_EXAMPLES_DIR
 
-EXAMPLE = DEMO_EXAMPLES_DIR / "test_000000.png"
+EXAMPLE = DEMO_EXAMPLES_DIR / "test_000002.png"
 
 
 def png_bytes(image: Image.Image) -> bytes:
