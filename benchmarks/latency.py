@@ -431,7 +431,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-variants",
         action="store_true",
-        help="skip the GLIP runs with other allocator settings (GLIP_MEMORY_RELEASE=never, =map; THP_MEM_ALLOC_ENABLE=1)",
+        help="skip the GLIP runs with other allocator settings (GLIP_MEMORY_RELEASE=never, =map, =stages; THP_MEM_ALLOC_ENABLE=1)",
     )
     parser.add_argument("--only", choices=("glip", "gdino"), default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -527,6 +527,7 @@ def main(argv: list[str] | None = None) -> None:
         variants = {
             "release_never": {"GLIP_MEMORY_RELEASE": "never"},
             "release_map": {"GLIP_MEMORY_RELEASE": "map"},
+            "release_stages": {"GLIP_MEMORY_RELEASE": "stages"},
             "thp": {"THP_MEM_ALLOC_ENABLE": "1"},
         }
         report["glip_variants"] = {}

@@ -11,15 +11,15 @@ while it ran. Prints JSON.
     python benchmarks/memory.py --preset tiny --height 320 --width 512   # quick check
 
 ``--release`` sets ``glip.memory.RELEASE`` for this run (see ``glip/memory.py``): ``auto`` (the library's
-default, the ``stages`` strategy: during a large no-grad CPU forward blocks up to 32 MB come from the heap
-and free heap pages are returned at the end of each stage), ``map`` (the former default: every block above
-1 MB mapped on allocation, unmapped when freed), or ``never`` (glibc's usual behaviour). Each configuration
-must run in its own process (the RSS high-water mark only grows); ``--compare`` does that for
-``--modes`` (default never, map, auto), ``--rounds`` times in alternation (so a change in the machine's
+default, today the ``map`` strategy: during a large no-grad CPU forward every block above 1 MB is mapped on
+allocation and unmapped when freed), ``map``, ``stages`` (opt-in: blocks up to 32 MB from the heap, free heap
+pages returned at the end of each stage) or ``never`` (glibc's usual behaviour). Each configuration must run
+in its own process (the RSS high-water mark only grows); ``--compare`` does that for
+``--modes`` (default never, map, stages), ``--rounds`` times in alternation (so a change in the machine's
 load hits every mode alike), and prints per mode the peaks and the median forward time of the forwards
 after the first, and its ratio to the fastest mode of the same run. Environment variables
 (``GLIP_MEMORY_HEAP_THRESHOLD``, ``THP_MEM_ALLOC_ENABLE``, ...) can be given per mode as
-``--modes 'auto,auto:GLIP_MEMORY_HEAP_THRESHOLD=8388608'``.
+``--modes 'stages,stages:GLIP_MEMORY_HEAP_THRESHOLD=8388608'``.
 """
 
 from __future__ import annotations
@@ -156,7 +156,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--release", choices=("auto", "stages", "map", "never"), default="auto")
     parser.add_argument("--compare", action="store_true", help="run --modes, each in its own process")
-    parser.add_argument("--modes", default="never,map,auto", help="comma-separated RELEASE[:ENV=VALUE[+...]]")
+    parser.add_argument(
+        "--modes", default="never,map,stages", help="comma-separated RELEASE[:ENV=VALUE[+...]]"
+    )
     parser.add_argument(
         "--rounds", type=int, default=1, help="--compare: alternate the modes this many times"
     )
