@@ -216,23 +216,29 @@ def run_glip(args: argparse.Namespace) -> dict[str, Any]:
 
     def piecewise_pass() -> dict[str, float]:
         t = dict.fromkeys(GLIP_COMPONENTS, 0.0)
-        fpn, t["backbone_fpn"] = timed(lambda: model.encode_images(images.tensors))
-        text, t["text_encoder"] = timed(lambda: model.encode_text(input_ids, attention_mask))
-        start = time.perf_counter()
+        out = components_pass(timed, t)
+        t["sum"] = sum(t[k] for k in GLIP_COMPONENTS)
+        last["out"] = out  # only the latest output stays alive (keeping all would inflate the peak RSS)
+        return t
+
+    def components_pass(meter: Callable[[Callable[[], Any]], tuple[Any, float]], t: dict[str, float]) -> Any:
+        """The forward piece by piece; ``meter(fn) -> (result, amount)`` adds each piece's amount (seconds,
+        or FLOPs) to its component in ``t``."""
+        fpn, t["backbone_fpn"] = meter(lambda: model.encode_images(images.tensors))
+        text, t["text_encoder"] = meter(lambda: model.encode_text(input_ids, attention_mask))
         hidden, embedded, mask = text.hidden, text.embedded, text.mask
         if head.prompt_offset is not None:
             offset = head.prompt_offset[: hidden.shape[1]][None]
             hidden, embedded = hidden + offset, embedded + offset
-        t["predictors"] += time.perf_counter() - start
         features, fused = fpn, hidden
         for block in head.blocks:
             if block.fusion is not None:
-                (features, fused), dt = timed(lambda b=block, f=features, x=fused: b.fusion(f, x, mask))
+                (features, fused), dt = meter(lambda b=block, f=features, x=fused: b.fusion(f, x, mask))
                 t["fusion"] += dt
             if block.text_layer is not None:
-                fused, dt = timed(lambda b=block, x=fused: b.text_layer(x, mask))
+                fused, dt = meter(lambda b=block, x=fused: b.text_layer(x, mask))
                 t["text_layers"] += dt
-            features, dt = timed(lambda b=block, f=features: b.dyconv(f))
+            features, dt = meter(lambda b=block, f=features: b.dyconv(f))
             t["dyconv"] += dt
 
         def predict() -> GLIPOutput:
@@ -247,12 +253,17 @@ def run_glip(args: argparse.Namespace) -> dict[str, Any]:
             anchors = model.anchor_generator(fpn)
             return GLIPOutput(head_out, anchors, list(images.image_sizes), text, fpn)
 
-        out, dt = timed(predict)
+        out, dt = meter(predict)
         t["predictors"] += dt
-        _, t["postprocess"] = timed(lambda: model.postprocess(out, label_to_tokens))
-        t["sum"] = sum(t[k] for k in GLIP_COMPONENTS)
-        last["out"] = out  # only the latest output stays alive (keeping all would inflate the peak RSS)
-        return t
+        _, t["postprocess"] = meter(lambda: model.postprocess(out, label_to_tokens))
+        return out
+
+    def counted(fn: Callable[[], Any]) -> tuple[Any, float]:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            result = fn()
+        return result, float(counter.get_total_flops())
 
     with torch.no_grad():
         full()  # warm-up
@@ -284,6 +295,10 @@ def run_glip(args: argparse.Namespace) -> dict[str, Any]:
         saturated_dets = model.postprocess(saturated, label_to_tokens)  # also the warm-up
         saturated_runs = [timed(lambda: model.postprocess(saturated, label_to_tokens))[1] for _ in range(3)]
         profile = profile_glip_blocks(model, reference) if args.profile else None
+        with large_forward(images.tensors):
+            flops = dict.fromkeys(GLIP_COMPONENTS, 0.0)
+            components_pass(counted, flops)
+        flops["sum"] = sum(flops[k] for k in GLIP_COMPONENTS)
 
     result: dict[str, Any] = {
         "model": f"GLIP ({args.preset})",
@@ -293,10 +308,20 @@ def run_glip(args: argparse.Namespace) -> dict[str, Any]:
         "full_forward": summarize([r.value["forward"] for r in full_runs], full_runs),
         "full_forward_postprocess": summarize([r.value["forward_postprocess"] for r in full_runs], full_runs),
         "full_runs": run_info(full_runs),
+        "forward_gflop_per_s": round(
+            flops["sum"] / 1e9 / statistics.median([r.value["forward"] for r in full_runs]), 1
+        ),
         "components": {
             k: summarize([r.value[k] for r in piece_runs], piece_runs) for k in (*GLIP_COMPONENTS, "sum")
         },
         "component_runs": run_info(piece_runs),
+        # matmul / conv FLOPs (torch.utils.flop_counter: mm, bmm, addmm, baddbmm, convolution; grid_sample,
+        # softmax, norms and element-wise ops are not counted) and the rate each component achieved
+        "gflop": {k: round(v / 1e9, 1) for k, v in flops.items()},
+        "gflop_per_s": {
+            k: round(flops[k] / 1e9 / max(statistics.median([r.value[k] for r in piece_runs]), 1e-9), 1)
+            for k in (*GLIP_COMPONENTS, "sum")
+        },
         "piecewise_max_abs_logit_diff": diff,
         "detections_random_weights": len(dets[0]),
         "postprocess_saturated": summarize(saturated_runs),
@@ -406,10 +431,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--skip-variants",
         action="store_true",
-        help="skip the GLIP runs with other allocator settings (GLIP_MEMORY_RELEASE=never; THP_MEM_ALLOC_ENABLE=1)",
+        help="skip the GLIP runs with other allocator settings (GLIP_MEMORY_RELEASE=never, =map, =stages; THP_MEM_ALLOC_ENABLE=1)",
     )
     parser.add_argument("--only", choices=("glip", "gdino"), default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def matmul_peak(threads: int, size: int = 2048, repeats: int = 10) -> dict[str, Any]:
+    """fp32 GEMM rate of this machine: best of ``repeats`` (size x size) @ (size x size) on ``threads``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        torch.mm(a, b)  # warm-up
+        best = min(timed(lambda: torch.mm(a, b))[1] for _ in range(repeats))
+    finally:
+        torch.set_num_threads(before)
+    return {"size": size, "threads": threads, "gflop_per_s": round(2 * size**3 / best / 1e9, 1)}
 
 
 def children_cpu_s() -> float:
@@ -467,6 +507,8 @@ def main(argv: list[str] | None = None) -> None:
         *([f"--threads={args.threads}"] if args.threads is not None else []),
         *(["--profile"] if args.profile else []),
     ]
+    threads = args.threads or torch.get_num_threads()
+    peak_start = matmul_peak(threads)
     report: dict[str, Any] = {
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -482,7 +524,12 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_variants:
         # the same forward with glibc's usual behaviour (glip/memory.py off), and with torch's transparent
         # huge pages for large blocks (fewer page faults for the mapped blocks)
-        variants = {"release_never": {"GLIP_MEMORY_RELEASE": "never"}, "thp": {"THP_MEM_ALLOC_ENABLE": "1"}}
+        variants = {
+            "release_never": {"GLIP_MEMORY_RELEASE": "never"},
+            "release_map": {"GLIP_MEMORY_RELEASE": "map"},
+            "release_stages": {"GLIP_MEMORY_RELEASE": "stages"},
+            "thp": {"THP_MEM_ALLOC_ENABLE": "1"},
+        }
         report["glip_variants"] = {}
         for name, extra_env in variants.items():
             child = run_child("glip", child_argv, extra_env)
@@ -494,12 +541,42 @@ def main(argv: list[str] | None = None) -> None:
                 "rss_before_forward_mb": child["rss_before_forward_mb"],
                 "other_processes_cpu_s": child["other_processes_cpu_s"],
             }
+    # the default mode, the fastest mode and the machine's matmul peak side by side
+    peak_end = matmul_peak(threads)
+    peak = max(peak_start["gflop_per_s"], peak_end["gflop_per_s"])
+    glip_flop = report["glip"]["gflop"]["sum"]
+    modes = {"default": report["glip"]["full_forward_postprocess"]["median_s"]}
+    peaks = {"default": report["glip"]["peak_rss_one_forward_mb"]}
+    for name, row in report.get("glip_variants", {}).items():
+        modes[name] = row["full_forward_postprocess_median_s"]
+        peaks[name] = row["peak_rss_one_forward_mb"]
+    fastest = min(modes, key=modes.__getitem__)
+    report["side_by_side"] = {
+        "matmul_peak_gflop_per_s": peak,
+        "matmul_peak_runs": [peak_start, peak_end],
+        "forward_gflop": glip_flop,
+        "forward_at_peak_s": round(glip_flop / peak, 2),
+        "modes": {
+            name: {
+                "forward_postprocess_s": seconds,
+                "peak_rss_one_forward_mb": peaks[name],
+                "gflop_per_s": round(glip_flop / seconds, 1),
+                "share_of_matmul_peak": round(glip_flop / seconds / peak, 3),
+                "time_over_fastest": round(seconds / modes[fastest], 3),
+            }
+            for name, seconds in modes.items()
+        },
+        "fastest": fastest,
+        "components_gflop_per_s": report["glip"]["gflop_per_s"],
+        "components_share_of_peak": {k: round(v / peak, 3) for k, v in report["glip"]["gflop_per_s"].items()},
+    }
     if not args.skip_gdino:
         report["gdino"] = run_child("gdino", child_argv)
         glip_s = report["glip"]["full_forward_postprocess"]["median_s"]
         gdino_s = report["gdino"]["full_forward"]["median_s"]
         report["ratio_glip_over_gdino"] = {
             "latency": round(glip_s / gdino_s, 3),
+            "latency_fastest_mode": round(modes[fastest] / gdino_s, 3),
             "peak_rss_one_forward": round(
                 report["glip"]["peak_rss_one_forward_mb"] / report["gdino"]["peak_rss_one_forward_mb"], 3
             ),

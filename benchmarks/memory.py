@@ -10,10 +10,16 @@ while it ran. Prints JSON.
     python benchmarks/memory.py --release never      # glibc's usual allocator behaviour
     python benchmarks/memory.py --preset tiny --height 320 --width 512   # quick check
 
-``--release`` sets ``glip.memory.RELEASE`` for this run: ``auto`` (the default: during a large no-grad CPU
-forward, blocks above 1 MB are mapped on allocation and unmapped when freed, see ``glip/memory.py``) or
-``never`` (glibc's usual behaviour). Each configuration should run in its own process (the RSS high-water
-mark only grows); ``--compare`` does that for both settings and prints their peaks and forward times.
+``--release`` sets ``glip.memory.RELEASE`` for this run (see ``glip/memory.py``): ``auto`` (the library's
+default, today the ``map`` strategy: during a large no-grad CPU forward every block above 1 MB is mapped on
+allocation and unmapped when freed), ``map``, ``stages`` (opt-in: blocks up to 32 MB from the heap, free heap
+pages returned at the end of each stage) or ``never`` (glibc's usual behaviour). Each configuration must run
+in its own process (the RSS high-water mark only grows); ``--compare`` does that for
+``--modes`` (default never, map, stages), ``--rounds`` times in alternation (so a change in the machine's
+load hits every mode alike), and prints per mode the peaks and the median forward time of the forwards
+after the first, and its ratio to the fastest mode of the same run. Environment variables
+(``GLIP_MEMORY_HEAP_THRESHOLD``, ``THP_MEM_ALLOC_ENABLE``, ...) can be given per mode as
+``--modes 'stages,stages:GLIP_MEMORY_HEAP_THRESHOLD=8388608'``.
 """
 
 from __future__ import annotations
@@ -103,16 +109,19 @@ def run(args: argparse.Namespace) -> dict:
         for _ in range(args.repeats):
             sampler.stages = {}
             before = rss_mb()
+            cpu = time.process_time()
             start = time.perf_counter()
             output = model(images, encoding["input_ids"], encoding["attention_mask"])
             sampler.enter("postprocess")
             detections = model.postprocess(output, label_to_tokens)
             seconds = time.perf_counter() - start
+            cpu = time.process_time() - cpu
             sampler.enter("idle")
             del output, detections
             rows.append(
                 {
                     "seconds": round(seconds, 2),
+                    "cpu_seconds": round(cpu, 2),
                     "rss_before_mb": round(before, 1),
                     "peak_rss_so_far_mb": round(peak_rss_mb(), 1),
                     "stages": {
@@ -145,26 +154,73 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=1333)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--release", choices=("auto", "never"), default="auto")
-    parser.add_argument("--compare", action="store_true", help="run auto and never, each in its own process")
+    parser.add_argument("--release", choices=("auto", "stages", "map", "never"), default="auto")
+    parser.add_argument("--compare", action="store_true", help="run --modes, each in its own process")
+    parser.add_argument(
+        "--modes", default="never,map,stages", help="comma-separated RELEASE[:ENV=VALUE[+...]]"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="--compare: alternate the modes this many times"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--detail", action="store_true", help="--compare: keep every child's per-stage JSON")
     args = parser.parse_args()
     if not args.compare:
         emit(run(args), args.out)
         return
-    summary = {}
-    for release in ("never", "auto"):
-        command = [sys.executable, __file__, "--preset", args.preset, "--height", str(args.height)]
-        command += ["--width", str(args.width), "--threads", str(args.threads)]
-        command += ["--repeats", str(args.repeats), "--release", release]  # no --out: the child prints
-        result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
-        summary[release] = {
-            "rss_with_model_mb": result["rss_with_model_mb"],
-            "peak_rss_mb": result["peak_rss_mb"],
-            "forward_seconds": [row["seconds"] for row in result["forwards"]],
-            "detail": result,
+    emit(compare(args), args.out)
+
+
+def compare(args: argparse.Namespace) -> dict:
+    """Every mode of ``--modes`` in its own process, ``--rounds`` times in alternation."""
+    import os
+    import statistics
+
+    runs: dict[str, list[dict]] = {}
+    load = [os.getloadavg()[0]]
+    for _ in range(args.rounds):
+        for mode in args.modes.split(","):
+            release, _, extra = mode.partition(":")
+            env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+            env.update(item.split("=", 1) for item in extra.split("+") if item)
+            command = [sys.executable, __file__, "--preset", args.preset, "--height", str(args.height)]
+            command += ["--width", str(args.width), "--threads", str(args.threads)]
+            command += ["--repeats", str(args.repeats), "--release", release]  # no --out: the child prints
+            proc = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+            runs.setdefault(mode, []).append(json.loads(proc.stdout))
+            load.append(os.getloadavg()[0])
+    summary: dict = {}
+    for mode, results in runs.items():
+        # the first forward of a process pays one-off costs (first touch of the weights' pages, ...)
+        later = [row["seconds"] for r in results for row in r["forwards"][1:]] or [
+            r["forwards"][0]["seconds"] for r in results
+        ]
+        later_cpu = [row["cpu_seconds"] for r in results for row in r["forwards"][1:]] or [
+            r["forwards"][0]["cpu_seconds"] for r in results
+        ]
+        summary[mode] = {
+            "forward_s_median": round(statistics.median(later), 2),
+            "forward_cpu_s_median": round(statistics.median(later_cpu), 2),
+            "forward_cpu_s_all": [[row["cpu_seconds"] for row in r["forwards"]] for r in results],
+            "forward_s_all": [[row["seconds"] for row in r["forwards"]] for r in results],
+            "rss_with_model_mb": [r["rss_with_model_mb"] for r in results],
+            "peak_rss_first_forward_mb": [r["forwards"][0]["peak_rss_so_far_mb"] for r in results],
+            "peak_rss_mb": [r["peak_rss_mb"] for r in results],
         }
-    emit(summary, args.out)
+    fastest = min(row["forward_s_median"] for row in summary.values())
+    fastest_cpu = min(row["forward_cpu_s_median"] for row in summary.values())
+    for row in summary.values():
+        row["time_over_fastest"] = round(row["forward_s_median"] / fastest, 3)
+        row["cpu_time_over_fastest"] = round(row["forward_cpu_s_median"] / fastest_cpu, 3)
+    return {
+        "preset": args.preset,
+        "image": [args.height, args.width],
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "load_average_1min": [round(v, 2) for v in load],
+        "modes": summary,
+        "detail": runs if args.detail else None,
+    }
 
 
 def emit(report: dict, out: Path | None) -> None:

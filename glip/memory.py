@@ -6,15 +6,27 @@ process, and fragmentation makes the heap grow past the live data. For one GLIP-
 resident size peaks ~240 MB above the live tensors (``benchmarks/memory.py`` measures it per stage).
 
 :func:`large_forward` is wrapped around the image encoder, the head and the whole ``GLIP.forward``. During a
-no-grad CPU forward over a large input it sets glibc's mmap threshold to :data:`MMAP_THRESHOLD` (1 MB), so every
-block above that size is mapped on allocation and returned to the system when freed, and it returns free heap
-pages (``malloc_trim``) on entry and exit. On exit the threshold is set to :data:`RESTORE_THRESHOLD`, the
-value glibc's own adjustment reaches in a process that frees large tensors. Results do not change; the cost
-is the page faults of fresh mappings (``docs/benchmarks.md``: GLIP-T ~1.9 GB instead of ~2.1 GB peak, about
-1.5x the forward time on 2 cores; torch's ``THP_MEM_ALLOC_ENABLE=1`` takes most of that time back).
+no-grad CPU forward over a large input it changes glibc's allocator settings, by one of two strategies:
+
+* ``"map"`` (the default, ``RELEASE = "auto"``): glibc's mmap threshold is set to :data:`MAP_THRESHOLD`
+  (1 MB), so every block above that size is mapped on allocation and returned to the system when freed.
+  Measured (``docs/benchmarks.md``): GLIP-T ~1.87 GB instead of ~2.07 GB peak, but ~1.5x the forward time on
+  2 cores: every fresh mapping is page-faulted and zeroed by the kernel (3.3 M page faults per forward).
+* ``"stages"`` (opt-in, ``GLIP_MEMORY_RELEASE=stages``): blocks up to :data:`HEAP_THRESHOLD` (32 MB) come
+  from the heap (fixed, so glibc's dynamic adjustment does not move it), glibc's own trimming is held back
+  (:data:`TRIM_THRESHOLD`), and free heap pages are returned only at stage ends (:func:`stage_end`: after
+  the backbone and after each head block's fusion and DyConv), so blocks are reused inside a stage without
+  page faults and the heap never carries one stage's fragmentation into the next. Not yet measured at
+  GLIP-T scale (docs/benchmarks.md says how to): it becomes the default once it is within 5 % of the
+  fastest mode at <= 2 GB.
+
+Both return free heap pages (``malloc_trim``) on entry and exit; on exit the threshold is set to
+:data:`RESTORE_THRESHOLD`, the value glibc's own adjustment reaches in a process that frees large tensors.
+Results do not change (tested).
 
 ``glip.memory.RELEASE = "never"`` (or the environment variable ``GLIP_MEMORY_RELEASE=never``) turns it off;
-with a C library other than glibc it does nothing. Training (autograd on) is never affected.
+with a C library other than glibc it does nothing. Training (autograd on) and accelerator tensors are never
+affected.
 """
 
 from __future__ import annotations
@@ -29,15 +41,30 @@ from collections.abc import Iterator
 
 import torch
 
-RELEASE = os.environ.get("GLIP_MEMORY_RELEASE", "auto")  # "auto" | "never"
+RELEASE = os.environ.get("GLIP_MEMORY_RELEASE", "auto")  # "auto" | "stages" | "map" | "never"
 # inputs smaller than one 512x512 image (batch x height x width in image pixels) are not worth it
 MIN_PIXELS = 512 * 512
-MMAP_THRESHOLD = 1 << 20
+# "map": every block above this size is mapped on allocation and unmapped when freed
+MAP_THRESHOLD = 1 << 20
+MMAP_THRESHOLD = MAP_THRESHOLD  # the old name
+# "stages": blocks up to this size come from the heap (fixed: no dynamic adjustment during the forward);
+# free heap pages are returned only at stage ends (stage_end)
+HEAP_THRESHOLD = int(os.environ.get("GLIP_MEMORY_HEAP_THRESHOLD", 32 << 20))
+TRIM_THRESHOLD = int(os.environ.get("GLIP_MEMORY_TRIM_THRESHOLD", 256 << 20))
+STAGE_TRIM = os.environ.get("GLIP_MEMORY_STAGE_TRIM", "1") != "0"  # "stages": trim at stage ends
 RESTORE_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
-_M_MMAP_THRESHOLD = -3  # mallopt parameter number (malloc.h)
+RESTORE_TRIM_THRESHOLD = 2 * RESTORE_THRESHOLD  # what glibc's dynamic adjustment sets with it
+_M_TRIM_THRESHOLD = -1  # mallopt parameter numbers (malloc.h)
+_M_MMAP_THRESHOLD = -3
 
 _lock = threading.Lock()
 _depth = 0
+_mode = ""
+
+
+def _strategy() -> str:
+    mode = "map" if RELEASE == "auto" else RELEASE
+    return mode if mode in ("stages", "map") else "never"
 
 
 @functools.cache
@@ -65,9 +92,9 @@ def image_pixels(reference: torch.Tensor, stride: int = 1) -> int:
 
 def applies(reference: torch.Tensor, stride: int = 1) -> bool:
     """Whether a forward over ``reference`` (B, C, H, W: images, or a feature map of that ``stride``) gets
-    the treatment: ``RELEASE == "auto"``, no autograd, CPU, at least :data:`MIN_PIXELS` image pixels, glibc."""
+    the treatment: ``RELEASE != "never"``, no autograd, CPU, at least :data:`MIN_PIXELS` image pixels, glibc."""
     return (
-        RELEASE == "auto"
+        _strategy() != "never"
         and not torch.is_grad_enabled()
         and reference.device.type == "cpu"
         and image_pixels(reference, stride) >= MIN_PIXELS
@@ -77,15 +104,21 @@ def applies(reference: torch.Tensor, stride: int = 1) -> bool:
 
 @contextlib.contextmanager
 def large_forward(reference: torch.Tensor, stride: int = 1) -> Iterator[bool]:
-    """Run the block with a low mmap threshold if :func:`applies`; yields whether it does. Nests."""
-    global _depth
+    """Run the block with the allocator settings of :data:`RELEASE` if :func:`applies`; yields whether it
+    does. Nests (the outermost entry sets, its exit restores)."""
+    global _depth, _mode
     active = applies(reference, stride)
     if active:
         libc = _glibc()
         with _lock:
             if _depth == 0:
+                _mode = _strategy()
                 libc.malloc_trim(0)  # type: ignore[union-attr]
-                libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)  # type: ignore[union-attr]
+                if _mode == "map":
+                    libc.mallopt(_M_MMAP_THRESHOLD, MAP_THRESHOLD)  # type: ignore[union-attr]
+                else:
+                    libc.mallopt(_M_MMAP_THRESHOLD, HEAP_THRESHOLD)  # type: ignore[union-attr]
+                    libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)  # type: ignore[union-attr]
             _depth += 1
     try:
         yield active
@@ -95,4 +128,16 @@ def large_forward(reference: torch.Tensor, stride: int = 1) -> Iterator[bool]:
                 _depth -= 1
                 if _depth == 0:
                     libc.mallopt(_M_MMAP_THRESHOLD, RESTORE_THRESHOLD)  # type: ignore[union-attr]
+                    if _mode != "map":
+                        libc.mallopt(_M_TRIM_THRESHOLD, RESTORE_TRIM_THRESHOLD)  # type: ignore[union-attr]
                     libc.malloc_trim(0)  # type: ignore[union-attr]
+                    _mode = ""
+
+
+def stage_end() -> None:
+    """End of a stage of a large forward (backbone, each fusion / DyConv block): in the "stages" strategy,
+    return the heap's free pages to the system. Nothing outside :func:`large_forward` or in other modes."""
+    if _depth > 0 and _mode == "stages" and STAGE_TRIM:
+        libc = _glibc()
+        if libc is not None:
+            libc.malloc_trim(0)

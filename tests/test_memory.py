@@ -1,4 +1,5 @@
-"""glip.memory: large no-grad CPU forwards map their big blocks, so freed memory goes back to the OS."""
+"""glip.memory: during large no-grad CPU forwards freed memory goes back to the OS: at stage ends (the default,
+"stages") or as soon as a big block is freed ("map")."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def churn(count=40, size_mb=4):
     del big
     return rss_mb() - before
 
-memory.RELEASE = "auto"
+memory.RELEASE = sys.argv[2]
 # a freed 16 MB block raises glibc's dynamic mmap threshold to 16 MB: 4 MB blocks then come from the heap
 # and stay resident after they are freed
 big = torch.ones(4 * 2**20)
@@ -49,6 +50,13 @@ with torch.no_grad():
         with memory.large_forward(torch.zeros(1, 1, 512, 512)) as active:
             assert active
             kept = churn()
+    elif phase == "stage_end":
+        with memory.large_forward(torch.zeros(1, 1, 512, 512)) as active:
+            assert active
+            before = rss_mb()
+            kept = churn()
+            memory.stage_end()
+            kept = rss_mb() - before
     else:  # after a large forward
         with memory.large_forward(torch.zeros(1, 1, 512, 512)):
             pass
@@ -57,20 +65,27 @@ print(json.dumps(kept))
 """
 
 
-def kept_mb(phase: str) -> float:
+def kept_mb(phase: str, release: str) -> float:
     # a fresh process per phase: the heap's free holes left by earlier code would take the blocks instead
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    command = [sys.executable, "-c", CHURN, phase]
+    command = [sys.executable, "-c", CHURN, phase, release]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @needs_glibc
-def test_freed_blocks_go_back_inside_a_large_forward():
+def test_freed_blocks_go_back_at_once_by_default():
     # 160 MB of 4 MB blocks allocated and freed
-    assert kept_mb("outside") > 100  # glibc's usual behaviour: most of it stays resident
-    assert kept_mb("inside") < 20  # mapped blocks go back when freed (the pins stay: 5 MB)
-    assert kept_mb("after") > 100  # the usual behaviour is back after the forward
+    assert kept_mb("outside", "auto") > 100  # glibc's usual behaviour: most of it stays resident
+    assert kept_mb("inside", "auto") < 20  # mapped blocks go back when freed (the pins stay: 5 MB)
+    assert kept_mb("after", "auto") > 100  # the usual behaviour is back after the forward
+
+
+@needs_glibc
+def test_freed_blocks_go_back_at_stage_ends_with_stages():
+    assert kept_mb("inside", "stages") > 100  # inside a stage the heap keeps them (reused, no page faults)
+    assert kept_mb("stage_end", "stages") < 20  # a stage end returns them
+    assert kept_mb("after", "stages") > 100
 
 
 def test_only_large_no_grad_cpu_inputs(monkeypatch):
@@ -86,6 +101,8 @@ def test_only_large_no_grad_cpu_inputs(monkeypatch):
         assert memory.applies(torch.zeros(1, 256, 64, 64), stride=8)
         assert not memory.applies(torch.zeros(1, 256, 64, 63), stride=8)
         assert not memory.applies(torch.zeros(3 * 512 * 512))  # not an image batch (text-only forwards)
+        monkeypatch.setattr(memory, "RELEASE", "map")
+        assert memory.applies(big)
         monkeypatch.setattr(memory, "RELEASE", "never")
         assert not memory.applies(big)
 
@@ -103,32 +120,48 @@ class FakeLibc:
         return 1
 
 
-def test_forward_sets_the_threshold_once_and_restores_it(monkeypatch):
+def test_forward_sets_the_thresholds_once_and_restores_them(monkeypatch):
     torch.manual_seed(0)
     model = glip.build_model(glip.get_preset("tiny_random")).eval()
     libc = FakeLibc()
     monkeypatch.setattr(memory, "_glibc", lambda: libc)
-    monkeypatch.setattr(memory, "RELEASE", "auto")
+    monkeypatch.setattr(memory, "RELEASE", "stages")
     monkeypatch.setattr(memory, "MIN_PIXELS", 0)
     images = ImageBatch(torch.randn(1, 3, 64, 96), [(64, 96)])
     ids = torch.tensor([[101, 2417, 1012, 102]])
     mask = torch.ones_like(ids)
     with torch.no_grad():
         treated = model(images, ids, mask)
-    # nested (forward > encode_images, forward_head): set on the outermost entry, restored on its exit
+    # nested (forward > encode_images, forward_head): set on the outermost entry, restored on its exit;
+    # a trim after the backbone and after each head block's fusion and DyConv
+    stages = 1 + sum((b.fusion is not None) + 1 for b in model.head.blocks)
     assert libc.calls == [
         ("trim",),
-        ("mallopt", memory.MMAP_THRESHOLD),
+        ("mallopt", memory.HEAP_THRESHOLD),
+        ("mallopt", memory.TRIM_THRESHOLD),
+        *[("trim",)] * stages,
         ("mallopt", memory.RESTORE_THRESHOLD),
+        ("mallopt", memory.RESTORE_TRIM_THRESHOLD),
         ("trim",),
     ]
     assert memory._depth == 0
+    libc.calls.clear()
+    monkeypatch.setattr(memory, "RELEASE", "auto")  # the default: map
+    with torch.no_grad():
+        mapped = model(images, ids, mask)
+    assert libc.calls == [
+        ("trim",),
+        ("mallopt", memory.MAP_THRESHOLD),
+        ("mallopt", memory.RESTORE_THRESHOLD),
+        ("trim",),
+    ]
     monkeypatch.setattr(memory, "RELEASE", "never")
     with torch.no_grad():
         plain = model(images, ids, mask)
-    for a, b in zip(treated.head.token_logits, plain.head.token_logits):
-        assert torch.equal(a, b)
+    for a, b, c in zip(treated.head.token_logits, plain.head.token_logits, mapped.head.token_logits):
+        assert torch.equal(a, b) and torch.equal(a, c)
     libc.calls.clear()
-    monkeypatch.setattr(memory, "RELEASE", "auto")
+    monkeypatch.setattr(memory, "RELEASE", "stages")
     model(images, ids, mask)  # with autograd: untouched
+    memory.stage_end()  # outside a large forward: nothing
     assert libc.calls == []

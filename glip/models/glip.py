@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from glip.config import EfficientNetConfig, GLIPConfig, SwinConfig
-from glip.memory import large_forward
+from glip.memory import large_forward, stage_end
 from glip.models.anchors import AnchorGenerator
 from glip.models.fpn import FPN
 from glip.models.head import HeadOutput, VLDyHead
@@ -78,7 +78,9 @@ class GLIP(nn.Module):
     def encode_images(self, images: torch.Tensor) -> list[torch.Tensor]:
         """images: (B, 3, H, W) normalised -> P3..P7, each (B, C, H_l, W_l)."""
         with large_forward(images):  # no-grad CPU forwards of large images: glip/memory.py
-            return self.fpn(self.backbone(images)[-3:])
+            body = self.backbone(images)[-3:]
+            stage_end()
+            return self.fpn(body)
 
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, causal: bool = False

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glip.memory import stage_end
 from glip.models.dyhead import DyConv
 from glip.models.fusion import LOGIT_CLAMP, FusionBlock
 from glip.models.language import TextLayer
@@ -106,9 +107,12 @@ class HeadBlock(nn.Module):
         """``causal=True``: causal BERT layer, and the fusion does not update the image (GLIPv2 captioning)."""
         if self.fusion is not None:
             features, text = self.fusion(features, text, text_mask, update_vision=not causal)
+            stage_end()  # large no-grad CPU forwards return free heap pages here: glip/memory.py
         if self.text_layer is not None:
             text = self.text_layer(text, text_mask, causal=causal)
-        return self.dyconv(features), text
+        features = self.dyconv(features)
+        stage_end()
+        return features, text
 
 
 class VLDyHead(nn.Module):
