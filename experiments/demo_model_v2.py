@@ -57,8 +57,9 @@ def main() -> None:
     parser.add_argument(
         "--steps-d",
         type=int,
-        default=400,
-        help="stage D steps: stage C again with a --gamma-lr on the fusion layer scales (0: skip)",
+        default=0,
+        help="stage D steps: stage C again with a --gamma-lr on the fusion layer scales (0: skip; tried with "
+        "400 and 3e-3: no better VQA / captions, see docs/vl-understanding.md)",
     )
     parser.add_argument(
         "--gamma-lr",
