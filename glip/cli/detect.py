@@ -218,18 +218,20 @@ def run_demo(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    problem = demo.demo_model_problem()
-    if problem is None:
+    bundled = demo.default_bundled_name()  # demo_v2 (GLIPv2: boxes + masks) when installed, else demo
+    problem = None if bundled is not None else demo.demo_model_problem()
+    if bundled is not None:
         images = sorted(demo.DEMO_EXAMPLES_DIR.glob("*.png"))
         print(
-            "glip demo: the bundled demo model (the 'tiny' preset trained on the synthetic world of glip synth)"
+            f"glip demo: the bundled demo model '{bundled}' (the 'tiny' preset trained on the synthetic world of "
+            "glip synth" + ("; GLIPv2: boxes and instance masks)" if bundled == "demo_v2" else ")")
         )
         names = demo.DEMO_PROMPT.split(",")
         print(
             f"on {len(images)} bundled example image(s), prompt: the {len(names)} seen names of that world "
             f"({', '.join(names[:3])}, ..., {names[-1]}), threshold {args.threshold}"
         )
-        model, threshold = "demo", args.threshold
+        model, threshold = bundled, args.threshold
     else:
         images = [_random_example(out / "inputs")]
         print(f"glip demo: {problem}.")
@@ -238,13 +240,17 @@ def run_demo(args: argparse.Namespace) -> int:
             "working end to end, not real detections (threshold 0: a random model's scores mean nothing)."
         )
         model, threshold = "random:tiny_random", 0.0
-    predictor = GLIPPredictor(resolve_model(model, device=device), device=device)
+    if bundled is not None:  # with the heads saved beside it (the GLIPv2 mask head)
+        predictor = GLIPPredictor.from_pretrained(model, device=str(device))
+    else:
+        predictor = GLIPPredictor(resolve_model(model, device=device), device=device)
     result = detect_to_folder(
         predictor,
         images,
         out_dir=out,
         classes=read_classes(demo.DEMO_PROMPT, None),
         threshold=threshold,
+        masks=predictor.mask_head is not None,
         on_skip=_skipped("demo"),
         model_name=model,
     )
