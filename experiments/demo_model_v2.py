@@ -181,54 +181,6 @@ def _vl_models(glip, seed: int):
     return GLIPForVQA(glip, ANSWERS), GLIPForCaptioning(glip)
 
 
-def stage_c(args, work: Path, train_dir: Path) -> None:
-    """Grounded VQA + grounded captioning trained jointly with detection-as-grounding."""
-    from glip.data.synthetic.vl import SyntheticVL
-    from glip.v2.vl_train import VLTrainConfig, train_vl
-    from glip.weights.loading import load_model, save_model
-
-    glip = load_model(work / "stage_A" / "model")
-    for module in (glip.text_encoder, glip.backbone):
-        for p in module.parameters():
-            p.requires_grad_(False)
-    vqa, captioner = _vl_models(glip, args.seed)
-    data = {
-        task: SyntheticVL(
-            task,
-            args.train_images,
-            seed=args.seed,
-            split="train",
-            size=args.vl_size,
-            input_config=glip.config.input,
-            vocabulary="colour_shape",
-        )
-        for task in ("detection", "vqa", "caption")
-    }
-    history = train_vl(
-        glip,
-        data,
-        VLTrainConfig(
-            steps=args.steps_c,
-            batch_size=args.batch_size,
-            lr=args.lr_c,
-            text_lr=0.0,
-            head_lr=args.head_lr,
-            warmup_steps=50,
-            seed=args.seed,
-            log_every=25,
-        ),
-        vqa=vqa,
-        captioner=captioner,
-    )
-    out = work / "stage_C"
-    if out.exists():
-        shutil.rmtree(out)
-    save_model(glip, out / "model", skip_pretrained_text=True)
-    torch.save(vqa.head.state_dict(), out / "vqa_head.pt")
-    torch.save(captioner.head.state_dict(), out / "caption_head.pt")
-    (out / "summary.json").write_text(json.dumps({"history": history}, indent=2))
-
-
 def _vl_data(glip, args):
     from glip.data.synthetic.vl import SyntheticVL
 
@@ -246,6 +198,51 @@ def _vl_data(glip, args):
     }
 
 
+def _vl_stage(args, work: Path, source: str, out_name: str, steps: int, gamma_lr, seed: int) -> None:
+    """Joint detection + grounded VQA + grounded captioning from ``work/source`` (its model, and its heads when
+    it is a VL stage) into ``work/out_name``; backbone and text encoder frozen."""
+    from glip.v2.vl_train import VLTrainConfig, train_vl
+    from glip.weights.loading import load_model, save_model
+
+    glip = load_model(work / source / "model")
+    for module in (glip.text_encoder, glip.backbone):
+        for p in module.parameters():
+            p.requires_grad_(False)
+    vqa, captioner = _vl_models(glip, args.seed)
+    if (work / source / "vqa_head.pt").exists():  # go on from an earlier VL stage's heads
+        vqa.head.load_state_dict(torch.load(work / source / "vqa_head.pt", weights_only=True))
+        captioner.head.load_state_dict(torch.load(work / source / "caption_head.pt", weights_only=True))
+    history = train_vl(
+        glip,
+        _vl_data(glip, args),
+        VLTrainConfig(
+            steps=steps,
+            batch_size=args.batch_size,
+            lr=args.lr_c,
+            text_lr=0.0,
+            head_lr=args.head_lr,
+            gamma_lr=gamma_lr,
+            warmup_steps=50,
+            seed=seed,
+            log_every=25,
+        ),
+        vqa=vqa,
+        captioner=captioner,
+    )
+    out = work / out_name
+    if out.exists():
+        shutil.rmtree(out)
+    save_model(glip, out / "model", skip_pretrained_text=True)
+    torch.save(vqa.head.state_dict(), out / "vqa_head.pt")
+    torch.save(captioner.head.state_dict(), out / "caption_head.pt")
+    (out / "summary.json").write_text(json.dumps({"history": history}, indent=2))
+
+
+def stage_c(args, work: Path, train_dir: Path) -> None:
+    """Grounded VQA + grounded captioning trained jointly with detection-as-grounding."""
+    _vl_stage(args, work, "stage_A", "stage_C", args.steps_c, None, args.seed)
+
+
 def _last_vl_stage(args, work: Path) -> Path:
     return work / ("stage_D" if args.steps_d > 0 else "stage_C")
 
@@ -253,42 +250,8 @@ def _last_vl_stage(args, work: Path) -> Path:
 def stage_d(args, work: Path, train_dir: Path) -> None:
     """Stage C again from its result, the fusion layers' layer scales (how much image information enters the
     text: ~0.01 after the GLIP demo model) at ``--gamma-lr``; the heads go on from stage C."""
-    if args.steps_d <= 0:
-        return
-    from glip.v2.vl_train import VLTrainConfig, train_vl
-    from glip.weights.loading import load_model, save_model
-
-    glip = load_model(work / "stage_C" / "model")
-    for module in (glip.text_encoder, glip.backbone):
-        for p in module.parameters():
-            p.requires_grad_(False)
-    vqa, captioner = _vl_models(glip, args.seed)
-    vqa.head.load_state_dict(torch.load(work / "stage_C" / "vqa_head.pt", weights_only=True))
-    captioner.head.load_state_dict(torch.load(work / "stage_C" / "caption_head.pt", weights_only=True))
-    history = train_vl(
-        glip,
-        _vl_data(glip, args),
-        VLTrainConfig(
-            steps=args.steps_d,
-            batch_size=args.batch_size,
-            lr=args.lr_c,
-            text_lr=0.0,
-            head_lr=args.head_lr,
-            gamma_lr=args.gamma_lr,
-            warmup_steps=50,
-            seed=args.seed + 1,
-            log_every=25,
-        ),
-        vqa=vqa,
-        captioner=captioner,
-    )
-    out = work / "stage_D"
-    if out.exists():
-        shutil.rmtree(out)
-    save_model(glip, out / "model", skip_pretrained_text=True)
-    torch.save(vqa.head.state_dict(), out / "vqa_head.pt")
-    torch.save(captioner.head.state_dict(), out / "caption_head.pt")
-    (out / "summary.json").write_text(json.dumps({"history": history}, indent=2))
+    if args.steps_d > 0:
+        _vl_stage(args, work, "stage_C", "stage_D", args.steps_d, args.gamma_lr, args.seed + 1)
 
 
 def stage_b(args, work: Path, train_dir: Path) -> None:
