@@ -30,7 +30,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of ``glip serve`` (model, address, batching, limits)."""
     parser.add_argument(
-        "--model", default="demo", help="'demo' (bundled), a released name, saved directory or official .pth"
+        "--model",
+        default="demo",
+        help="'demo' / 'demo_v2' (bundled; demo_v2 also answers /ask and /caption), a released name, saved "
+        "directory or official .pth",
     )
     parser.add_argument("--config", default=None, help="preset name or official YAML for an official .pth")
     parser.add_argument(
@@ -40,16 +43,26 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="onnxruntime: --model is a folder written by glip export, run on CPU in fp32",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "fp16", "bf16"),
+        help="fp16 / bf16 autocast on a GPU (fp32)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
     parser.add_argument("--max-batch", type=int, default=8, help="requests batched together (8)")
     parser.add_argument("--max-wait-ms", type=float, default=10.0, help="wait for a fuller batch (10 ms)")
     parser.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503 (64)")
     parser.add_argument("--max-upload-mb", type=float, default=20.0, help="largest image file (20 MB)")
     parser.add_argument("--max-pixels", type=int, default=25_000_000, help="largest width x height")
     parser.add_argument("--classes", default=None, help="comma-separated classes pre-filled in the page")
-    parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info"))
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info"),
+        help="uvicorn's log level (info)",
+    )
     parser.epilog = SERVE_EXAMPLES
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser

@@ -6,12 +6,10 @@ Endpoints (every error is a JSON ``{"error": "..."}`` with a 4xx/5xx status; non
   (+ ``phrases``, ";"-separated; default: the caption's noun phrases), ``threshold`` (0.5), ``masks``
   ("true" where the model has a mask head). Returns the ``predictions.json`` record of the image
   (:meth:`glip.predictor.Prediction.to_dict`, ``file`` = the upload's file name).
-* ``POST /ask`` (visual question answering) and ``POST /caption`` (captioning): 501 until the predictor
-  has those heads. To add one: give the predictor the method named in ``TASKS`` (``supported_tasks`` then
-  reports it), add a request dataclass with ``prompt_key`` and ``run(predictor, requests)`` (see
-  :func:`glip.serve.batcher.run_requests`), and make the endpoint parse its form, decode the image with
-  :func:`decode_upload` and ``await batcher.submit(request)`` as ``/detect`` does: batching, limits and
-  error answers come with it.
+* ``POST /ask`` (GLIPv2 grounded VQA: multipart ``image`` + ``question`` [+ ``threshold``]) -> the answer, its
+  score and the boxes of the question's entities (``Answer.to_dict()``); ``POST /caption`` (``image`` [+ ``beams``,
+  ``max_length``]) -> the caption and each word's box (``Caption.to_dict()``). Both go through the same batcher
+  (requests with the same question / settings share one call); a model without the head answers 501.
 * ``GET /health``: ``{"status": "ok", "queued", "running", "stats"}`` with the batch sizes formed so far.
 * ``GET /models``: the loaded model (name, preset, classes hint, tasks, limits).
 * ``GET /``: the web page (self-contained HTML + JS, no CDN): upload an image, see the boxes.
@@ -32,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, UnidentifiedImageError
 
 from glip.images import ImageError, load_image
-from glip.serve.batcher import Batcher, DetectRequest, QueueFullError
+from glip.serve.batcher import AskRequest, Batcher, CaptionRequest, DetectRequest, QueueFullError
 from glip.text.tokenizer import PromptError
 
 if TYPE_CHECKING:
@@ -43,9 +41,10 @@ logger = logging.getLogger(__name__)
 PAGE_PATH = Path(__file__).resolve().parent / "static" / "index.html"
 MB = 1024 * 1024
 # endpoint -> (the predictor method that would answer it, what the model needs for it)
+#: endpoint -> (the predictor attribute that holds its head, what it needs)
 TASKS: dict[str, tuple[str, str]] = {
-    "ask": ("answer", "a VQA head (GLIPv2 visual question answering)"),
-    "caption": ("caption", "a captioning head (GLIPv2 image captioning)"),
+    "ask": ("vqa", "a VQA head (GLIPv2 visual question answering, e.g. --model demo_v2)"),
+    "caption": ("captioner", "a captioning head (GLIPv2 image captioning, e.g. --model demo_v2)"),
 }
 
 
@@ -70,8 +69,8 @@ class ServeLimits:
 def supported_tasks(predictor: Any) -> dict[str, bool]:
     """Which endpoints the loaded model can answer: detection always, the others with their head."""
     tasks = {"detect": True, "masks": getattr(predictor, "mask_head", None) is not None}
-    for endpoint, (method, _) in TASKS.items():
-        tasks[endpoint] = callable(getattr(predictor, method, None))
+    for endpoint, (head, _) in TASKS.items():
+        tasks[endpoint] = getattr(predictor, head, None) is not None
     return tasks
 
 
@@ -162,6 +161,39 @@ def parse_detect_form(form: Any, image: Image.Image, limits: ServeLimits, has_ma
     return DetectRequest(image, classes, caption, phrases or None, threshold, masks)
 
 
+def _number(form: Any, name: str, default: float, low: float, high: float, integer: bool = False) -> Any:
+    text = _text_field(form, name)
+    if text is None:
+        return default
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        value = None
+    if value is None or not (math.isfinite(value) and low <= value <= high):
+        kind = "an integer" if integer else "a number"
+        raise RequestError(f"{name} must be {kind} in [{low:g}, {high:g}], got {text!r}")
+    return value
+
+
+def parse_ask_form(form: Any, image: Image.Image, limits: ServeLimits) -> AskRequest:
+    """The form fields of ``POST /ask`` (``question``, ``threshold``) -> an :class:`AskRequest`."""
+    question = _text_field(form, "question")
+    if question is None:
+        raise RequestError("give the form field 'question' (e.g. 'what colour is the circle?')")
+    if len(question) > limits.max_prompt_chars:
+        raise RequestError(
+            f"the question is {len(question)} characters long, more than the server's limit of "
+            f"{limits.max_prompt_chars}"
+        )
+    return AskRequest(image, question, _number(form, "threshold", 0.3, 0.0, 1.0))
+
+
+def parse_caption_form(form: Any, image: Image.Image) -> CaptionRequest:
+    """The form fields of ``POST /caption`` (``beams`` 1-8, ``max_length`` 1-64) -> a :class:`CaptionRequest`."""
+    beams = _number(form, "beams", 1, 1, 8, integer=True)
+    return CaptionRequest(image, beams, _number(form, "max_length", 32, 1, 64, integer=True))
+
+
 def create_app(
     predictor: Any,
     *,
@@ -243,8 +275,8 @@ def create_app(
     async def models() -> dict[str, Any]:
         return model_info
 
-    @app.post("/detect")
-    async def detect(request: Request) -> JSONResponse:
+    async def answer(request: Request, endpoint: str, parse: Any) -> JSONResponse:
+        """Read the multipart upload, ``parse(form, image)`` into a request, run it through the batcher."""
         try:
             length = int(request.headers.get("content-length") or 0)
         except ValueError:
@@ -262,8 +294,7 @@ def create_app(
                     f"the image file is over the server's limit of {limits.max_upload_bytes} bytes", 413
                 )
             image = await asyncio.to_thread(decode_upload, data, limits.max_pixels)
-            detect_request = parse_detect_form(form, image, limits, tasks["masks"])
-            prediction = await batcher.submit(detect_request)
+            result = await batcher.submit(parse(form, image))
         except RequestError as exc:
             return error(exc.status, str(exc))
         except QueueFullError as exc:
@@ -273,15 +304,20 @@ def create_app(
         except HTTPException:
             raise
         except Exception as exc:  # noqa: BLE001 - one request's failure must not stop the server
-            logger.exception("POST /detect failed")
+            logger.exception("POST /%s failed", endpoint)
             return error(500, f"internal error: {type(exc).__name__}: {exc}")
-        prediction.source = upload.filename or None
-        return JSONResponse(prediction.to_dict())
+        record = result.to_dict()
+        record["file"] = upload.filename or None
+        return JSONResponse(record)
+
+    @app.post("/detect")
+    async def detect(request: Request) -> JSONResponse:
+        return await answer(
+            request, "detect", lambda form, image: parse_detect_form(form, image, limits, tasks["masks"])
+        )
 
     def unsupported(endpoint: str) -> JSONResponse:
-        method, needs = TASKS[endpoint]
-        if tasks[endpoint]:
-            return error(501, f"the predictor has .{method}() but POST /{endpoint} is not wired to it yet")
+        _, needs = TASKS[endpoint]
         return error(
             501,
             f"POST /{endpoint} needs {needs}; the loaded model ({model_info['name']}) has none "
@@ -289,12 +325,16 @@ def create_app(
         )
 
     @app.post("/ask")
-    async def ask() -> JSONResponse:
-        return unsupported("ask")
+    async def ask(request: Request) -> JSONResponse:
+        if not tasks["ask"]:
+            return unsupported("ask")
+        return await answer(request, "ask", lambda form, image: parse_ask_form(form, image, limits))
 
     @app.post("/caption")
-    async def caption() -> JSONResponse:
-        return unsupported("caption")
+    async def caption(request: Request) -> JSONResponse:
+        if not tasks["caption"]:
+            return unsupported("caption")
+        return await answer(request, "caption", parse_caption_form)
 
     return app
 
@@ -318,13 +358,13 @@ def load_served_predictor(
     if runtime != "pytorch":
         raise ValueError(f"runtime must be pytorch or onnxruntime, got {runtime!r}")
     resolved = resolve_device(device)
-    if model == "demo":
-        from glip.weights.demo import DEMO_MODEL_DIR, DEMO_PROMPT
+    if model in ("demo", "demo_v2"):  # bundled: the GLIP / GLIPv2 demo model, with its heads
+        from glip.weights.demo import DEMO_PROMPT, bundled_model_dir
 
         predictor = GLIPPredictor.from_pretrained(
-            str(DEMO_MODEL_DIR), device=str(resolved), precision=precision
+            str(bundled_model_dir(model)), device=str(resolved), precision=precision
         )
-        return predictor, "demo", DEMO_PROMPT.split(",")
+        return predictor, model, DEMO_PROMPT.split(",")
     if config is None:
         predictor = GLIPPredictor.from_pretrained(model, device=str(resolved), precision=precision)
     else:

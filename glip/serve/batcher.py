@@ -55,6 +55,46 @@ class DetectRequest:
         return predict_group(predictor, requests)
 
 
+@dataclass(frozen=True)
+class AskRequest:
+    """GLIPv2 grounded VQA (``POST /ask``): one image and a question."""
+
+    image: Image.Image
+    question: str
+    threshold: float = 0.3
+
+    @property
+    def prompt_key(self) -> tuple[Any, ...]:
+        return (self.question, self.threshold)
+
+    @staticmethod
+    def run(predictor: Any, requests: Sequence[AskRequest]) -> list[Any]:
+        """One ``predictor.ask`` over the images of requests that share the question."""
+        first = requests[0]
+        return list(predictor.ask([r.image for r in requests], first.question, threshold=first.threshold))
+
+
+@dataclass(frozen=True)
+class CaptionRequest:
+    """GLIPv2 grounded captioning (``POST /caption``): one image, the beam width and the longest caption."""
+
+    image: Image.Image
+    beams: int = 1
+    max_length: int = 32
+
+    @property
+    def prompt_key(self) -> tuple[Any, ...]:
+        return (self.beams, self.max_length)
+
+    @staticmethod
+    def run(predictor: Any, requests: Sequence[CaptionRequest]) -> list[Any]:
+        """One ``predictor.caption`` over the images of requests with the same settings."""
+        first = requests[0]
+        return list(
+            predictor.caption([r.image for r in requests], beams=first.beams, max_length=first.max_length)
+        )
+
+
 @dataclass
 class BatcherStats:
     """Counters for ``GET /health``: ``batch_sizes`` maps requests collected per worker round to how often

@@ -121,10 +121,6 @@ def test_export_is_a_command_with_examples(capsys):
     assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
 
 
-# subcommands whose modules other work owns (glip/cli/serve.py: three options without help, reported)
-OWNED_ELSEWHERE = {"serve"}
-
-
 def _subparsers():
     import argparse
 
@@ -139,10 +135,6 @@ def _subparsers():
 def test_every_option_has_help_text(command):
     import argparse
 
-    if command in OWNED_ELSEWHERE:
-        pytest.skip(
-            f"glip/cli/{command}.py belongs to other work (--precision, --port, --log-level lack help there)"
-        )
     parser = _subparsers()[1][command]
     missing = [
         "/".join(action.option_strings) or action.dest

@@ -242,3 +242,57 @@ def test_masks_are_returned_as_rle_when_the_model_has_a_mask_head(demo_predictor
     expected.source = "image.png"
     assert response.json() == expected.to_dict()
     assert response.json()["detections"] and all("segmentation" in d for d in response.json()["detections"])
+
+
+def test_ask_and_caption_with_the_bundled_glipv2_model():
+    """POST /ask and /caption with demo_v2: the predictor's own answers, batched requests, bad requests 4xx."""
+    from glip.predictor import GLIPPredictor
+    from glip.weights.demo import demo_v2_model_available
+
+    if not demo_v2_model_available():
+        pytest.skip("the bundled GLIPv2 demo model is missing")
+    predictor = GLIPPredictor.from_pretrained("demo_v2", device="cpu")
+    question = "what colour is the star?"
+    with BackgroundServer(create_app(predictor, max_wait_ms=200)) as server:
+        url = server.url
+        assert httpx.get(url + "/models").json()["tasks"] == {
+            "detect": True,
+            "masks": True,
+            "ask": True,
+            "caption": True,
+        }
+        files = {"image": ("shapes.png", EXAMPLE.read_bytes(), "image/png")}
+        with ThreadPoolExecutor(3) as pool:  # arriving together: one ask call for the three
+            answers = list(
+                pool.map(
+                    lambda _: httpx.post(url + "/ask", files=files, data={"question": question}, timeout=60),
+                    range(3),
+                )
+            )
+        caption = httpx.post(
+            url + "/caption", files=files, data={"beams": "2", "max_length": "12"}, timeout=60
+        )
+        bad = {
+            "no question": httpx.post(url + "/ask", files=files, data={}, timeout=60),
+            "long question": httpx.post(
+                url + "/ask", files=files, data={"question": "what " * 1000}, timeout=60
+            ),
+            "bad threshold": httpx.post(
+                url + "/ask", files=files, data={"question": "what?", "threshold": "2"}
+            ),
+            "bad beams": httpx.post(url + "/caption", files=files, data={"beams": "0"}, timeout=60),
+            "not an image": httpx.post(url + "/caption", files={"image": ("x.png", b"nope", "image/png")}),
+        }
+        healthy = httpx.get(url + "/health").json()
+    expected = predictor.ask(load_image(EXAMPLE), question, threshold=0.3).to_dict()
+    expected["file"] = "shapes.png"
+    for response in answers:
+        assert response.status_code == 200, response.text
+        assert response.json() == expected
+    assert caption.status_code == 200, caption.text
+    want = predictor.caption(load_image(EXAMPLE), beams=2, max_length=12).to_dict()
+    assert caption.json()["caption"] == want["caption"] and len(caption.json()["words"]) == len(want["words"])
+    for name, response in bad.items():
+        assert 400 <= response.status_code < 500, (name, response.status_code, response.text)
+        assert "error" in response.json()
+    assert healthy["status"] == "ok" and healthy["stats"]["failed"] == 0
