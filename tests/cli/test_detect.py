@@ -370,7 +370,7 @@ def test_detect_without_model_never_falls_back_to_a_random_model(photos, tmp_pat
         )
         == 2
     )
-    assert "cannot load the demo model" in capsys.readouterr().err
+    assert "cannot load the bundled model 'demo'" in capsys.readouterr().err
     assert main([*argv[:-1], str(tmp_path / "random"), *MODEL]) == 0
     assert (tmp_path / "random" / "predictions.json").exists()
 
