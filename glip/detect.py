@@ -70,7 +70,7 @@ def run_info(
     chunk_size: int | None,
 ) -> dict[str, Any]:
     """The ``"run"`` entry of every ``predictions.json`` record: what produced it."""
-    from glip import __version__
+    from glip.version import __version__
 
     prompt: dict[str, Any] = (
         {"classes": list(classes)} if classes is not None else {"caption": caption, "phrases": phrases}

@@ -5,10 +5,10 @@ applications or the CLI.
 Target layering (top imports bottom, never the reverse), as ``FLOORS`` below states it::
 
     cli/  ->  glip/__init__.py (the public face)
-          ->  eval/ selftrain/ v2/ serve/ export/ detect.py  ->  predictor.py  ->  engine/  ->  weights/ data/
-          ->  losses/  ->  models/
+          ->  eval/ selftrain/ v2/ serve/ detect.py  ->  predictor.py  ->  engine/  ->  weights/ data/
+          ->  losses/ export/  ->  models/
           ->  text/ config.py preprocess.py postprocess.py images.py runtime.py memory.py visualize.py box_coder.py
-              fileio.py
+              fileio.py remote.py version.py
 
 Names loaded lazily count as imports: the values of a package's ``_EXPORTS`` map (PEP 562 ``__getattr__``),
 ``importlib.import_module("glip....")`` with a literal name, and ``from package import name`` resolves to the
@@ -215,17 +215,20 @@ FLOORS: dict[str, int] = {
             "glip.visualize",
             "glip.box_coder",
             "glip.fileio",
+            "glip.remote",
+            "glip.version",
         ),
         0,
     ),
     "glip.models": 1,
     "glip.losses": 2,
+    "glip.export": 2,  # the model exported to ONNX (models + pre/post-processing only); the predictor runs it
     "glip.data": 3,
     "glip.weights": 3,
     "glip.engine": 4,
     "glip.predictor": 5,
     **dict.fromkeys(
-        ("glip.eval", "glip.selftrain", "glip.v2", "glip.serve", "glip.export", "glip.detect"),
+        ("glip.eval", "glip.selftrain", "glip.v2", "glip.serve", "glip.detect"),
         6,
     ),
     "glip": 7,  # the public face: only the CLI (and users) import it

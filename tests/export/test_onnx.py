@@ -133,9 +133,10 @@ def check_detections(model, runner: OnnxGLIP) -> int:  # type: ignore[no-untyped
 
 def example_images() -> list[Image.Image]:
     """Two sizes (so two padded-size groups) neither export saw: 320x320 (-> 320x320) and 200x360 (-> 288x512)."""
-    first = Image.open(DEMO_EXAMPLES_DIR / "test_000001.png").convert("RGB")
-    second = Image.open(DEMO_EXAMPLES_DIR / "test_000002.png").convert("RGB").resize((360, 200))
-    third = Image.open(DEMO_EXAMPLES_DIR / "test_000000.png").convert("RGB")
+    a, b, c = sorted(DEMO_EXAMPLES_DIR.glob("*.png"))[:3]  # the bundled examples, whichever they are
+    first = Image.open(b).convert("RGB")
+    second = Image.open(c).convert("RGB").resize((360, 200))
+    third = Image.open(a).convert("RGB")
     return [first, second, third]
 
 
