@@ -6,7 +6,6 @@ truncated, not rounded)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +15,15 @@ from PIL import Image
 
 import glip
 from glip.predictor import GLIPPredictor
-from tests.test_predictor import make_image, one_thread  # noqa: F401  (one_thread: an autouse fixture)
+from tests.test_predictor import make_image, model, one_thread  # noqa: F401  (fixtures)
 
 transformers = pytest.importorskip("transformers")
 VOCAB = Path(glip.__file__).parent / "assets" / "bert-base-uncased-vocab.txt"
 
 
 @pytest.fixture(scope="module")
-def predictor() -> GLIPPredictor:
-    torch.manual_seed(0)
-    config = glip.get_preset("tiny_random")
-    config = dataclasses.replace(config, input=dataclasses.replace(config.input, min_size=160, max_size=256))
-    model = glip.build_model(config)
-    model.head.bias0.data.fill_(0.0)
-    return GLIPPredictor(model.eval())
+def predictor(model: glip.GLIP) -> GLIPPredictor:
+    return GLIPPredictor(model)
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +72,10 @@ def hf_pipeline():
         use_pretrained_backbone=False,
     )
     torch.manual_seed(0)
-    model = GroundingDinoForObjectDetection(config).eval()
+    detector = GroundingDinoForObjectDetection(config).eval()
     return pipeline(
         "zero-shot-object-detection",
-        model=model,
+        model=detector,
         tokenizer=BertTokenizerFast(vocab_file=str(VOCAB)),
         image_processor=GroundingDinoImageProcessor(size={"shortest_edge": 64, "longest_edge": 96}),
     )

@@ -3,7 +3,6 @@ conventions, and label placement (a label never covers another)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -14,19 +13,14 @@ from PIL import Image
 import glip
 from glip.predictor import GLIPPredictor, Prediction
 from glip.visualize import color, draw_prediction, place_labels
-from tests.test_predictor import make_image, one_thread  # noqa: F401  (one_thread: an autouse fixture)
+from tests.test_predictor import make_image, model, one_thread  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
-def predictor() -> GLIPPredictor:
-    """``tiny_random`` with ``bias0 = 0`` (so it gives detections), input lowered to 160 px as in
+def predictor(model: glip.GLIP) -> GLIPPredictor:
+    """``tiny_random`` with ``bias0 = 0`` (so it gives detections), input lowered to 160 px: the ``model`` of
     tests/test_predictor.py."""
-    torch.manual_seed(0)
-    config = glip.get_preset("tiny_random")
-    config = dataclasses.replace(config, input=dataclasses.replace(config.input, min_size=160, max_size=256))
-    model = glip.build_model(config)
-    model.head.bias0.data.fill_(0.0)
-    return GLIPPredictor(model.eval())
+    return GLIPPredictor(model)
 
 
 @pytest.fixture(scope="module")
