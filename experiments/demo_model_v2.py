@@ -174,7 +174,7 @@ def _jsonable(value):
 
 def _vl_models(glip, seed: int):
     from glip.data.synthetic.vl import ANSWERS
-    from glip.v2.captioning import GLIPForCaptioning
+    from glip.models.captioning import GLIPForCaptioning
     from glip.v2.vqa import GLIPForVQA
 
     torch.manual_seed(seed + 1)

@@ -34,9 +34,10 @@ from glip.config import get_preset
 from glip.data.synthetic.vl import ANSWERS, SyntheticVL
 from glip.data.types import collate
 from glip.eval.coco import score_coco
+from glip.models.captioning import GLIPForCaptioning
 from glip.models.glip import build_model
 from glip.text.tokenizer import get_tokenizer
-from glip.v2.captioning import GLIPForCaptioning, caption_scores
+from glip.v2.captioning import caption_scores
 from glip.v2.vl_train import VLTrainConfig, train_vl
 from glip.v2.vqa import GLIPForVQA
 

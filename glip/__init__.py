@@ -12,9 +12,9 @@ The names below are imported on first use (PEP 562), so ``import glip`` alone do
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from glip.lazy import lazy_exports
 from glip.version import __version__ as __version__
 
 # public name -> the module that defines it
@@ -57,14 +57,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from glip.weights.resolve import resolve_model
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'glip' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,31 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from glip.cli import main
 from glip.predictor import GLIPPredictor
 from glip.weights import resolve_model
+from tests.helpers import make_image, one_thread  # noqa: F401  (fixture)
 
 THRESHOLD = 0.3
 CLASSES = ["red circle", "blue square"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_image(height: int, width: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray((rng.random((height, width, 3)) * 80 + 120).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse([width * 0.1, height * 0.2, width * 0.45, height * 0.7], fill=(220, 30, 30))
-    draw.rectangle([width * 0.55, height * 0.4, width * 0.9, height * 0.9], fill=(30, 60, 220))
-    return image
 
 
 @pytest.fixture(scope="module")

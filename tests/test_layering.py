@@ -8,7 +8,7 @@ Target layering (top imports bottom, never the reverse), as ``FLOORS`` below sta
           ->  eval/ selftrain/ v2/ serve/ detect.py  ->  predictor.py  ->  engine/  ->  weights/ data/
           ->  losses/ export/  ->  models/
           ->  text/ config.py preprocess.py postprocess.py images.py runtime.py memory.py visualize.py box_coder.py
-              fileio.py remote.py version.py
+              fileio.py remote.py version.py lazy.py
 
 Names loaded lazily count as imports: the values of a package's ``_EXPORTS`` map (PEP 562 ``__getattr__``),
 ``importlib.import_module("glip....")`` with a literal name, and ``from package import name`` resolves to the
@@ -217,6 +217,7 @@ FLOORS: dict[str, int] = {
             "glip.fileio",
             "glip.remote",
             "glip.version",
+            "glip.lazy",
         ),
         0,
     ),

@@ -14,33 +14,24 @@ in DIR with ``PYTHONPATH=DIR``) and copy its fixture here, so the file still pro
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import glip
 from glip.predictor import GLIPPredictor, Prediction
+from tests.helpers import make_image, one_thread, tiny_random_model  # noqa: F401  (fixture)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "pinned_outputs.json"
 REGEN = os.environ.get("GLIP_REGEN_PINNED") == "1"
 CLASSES = ["red circle", "blue square", "cat", "person", "traffic light"]
 CAPTION = "a red circle next to a blue square on a grey table"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -111,26 +102,12 @@ def prediction_digest(prediction: Prediction) -> dict[str, Any]:
     }
 
 
-def make_image(height: int, width: int, seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray((rng.random((height, width, 3)) * 80 + 120).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse([width * 0.1, height * 0.2, width * 0.45, height * 0.7], fill=(220, 30, 30))
-    draw.rectangle([width * 0.55, height * 0.4, width * 0.9, height * 0.9], fill=(30, 60, 220))
-    return image
-
-
 IMAGES = [(120, 160, 0), (96, 200, 1), (150, 150, 2), (121, 161, 3)]
 
 
 @pytest.fixture(scope="module")
 def model() -> glip.GLIP:
-    torch.manual_seed(0)
-    config = glip.get_preset("tiny_random")
-    config = dataclasses.replace(config, input=dataclasses.replace(config.input, min_size=160, max_size=256))
-    model = glip.build_model(config)
-    model.head.bias0.data.fill_(0.0)
-    return model.eval()
+    return tiny_random_model()
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,13 @@ preset's.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import glip
 from glip.images import ImageError, load_image
@@ -22,44 +21,19 @@ from glip.predictor import GLIPPredictor, Prediction
 from glip.preprocess import normalize, pad_batch, resize_image
 from glip.text.prompts import build_detection_prompt
 from glip.text.tokenizer import PromptError, tokenize_captions
+from tests.helpers import make_image, one_thread, tiny_random_model  # noqa: F401  (fixture)
 
 CLASSES = ["cat", "dog", "red ball", "person", "traffic light"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread while this module runs: the tensors are small, and on a 2-core machine shared
-    with another busy process every 2-thread OpenMP region waits for a scheduler slice (measured 50x
-    slower: 3.7 s instead of 0.07 s per predict call)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> glip.GLIP:
-    torch.manual_seed(0)
-    config = glip.get_preset("tiny_random")
-    config = dataclasses.replace(config, input=dataclasses.replace(config.input, min_size=160, max_size=256))
-    model = glip.build_model(config)
-    model.head.bias0.data.fill_(0.0)  # so that a random model produces detections
-    return model.eval()
+    return tiny_random_model()
 
 
 @pytest.fixture
 def predictor(model: glip.GLIP) -> GLIPPredictor:
     return GLIPPredictor(model)  # a fresh text cache per test
-
-
-def make_image(height: int, width: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    array = (rng.random((height, width, 3)) * 80 + 120).astype(np.uint8)
-    image = Image.fromarray(array)
-    draw = ImageDraw.Draw(image)
-    draw.ellipse([width * 0.1, height * 0.2, width * 0.45, height * 0.7], fill=(220, 30, 30))
-    draw.rectangle([width * 0.55, height * 0.4, width * 0.9, height * 0.9], fill=(30, 60, 220))
-    return image
 
 
 @pytest.fixture(scope="module")

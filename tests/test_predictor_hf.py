@@ -22,7 +22,7 @@ VOCAB = Path(glip.__file__).parent / "assets" / "bert-base-uncased-vocab.txt"
 
 
 @pytest.fixture(scope="module")
-def predictor(model: glip.GLIP) -> GLIPPredictor:  # noqa: F811  (the imported fixture)
+def predictor(model: glip.GLIP) -> GLIPPredictor:
     return GLIPPredictor(model)
 
 

@@ -17,7 +17,7 @@ from tests.test_predictor import make_image, model, one_thread  # noqa: F401  (f
 
 
 @pytest.fixture(scope="module")
-def predictor(model: glip.GLIP) -> GLIPPredictor:  # noqa: F811  (the imported fixture)
+def predictor(model: glip.GLIP) -> GLIPPredictor:
     """``tiny_random`` with ``bias0 = 0`` (so it gives detections), input lowered to 160 px: the ``model`` of
     tests/test_predictor.py."""
     return GLIPPredictor(model)

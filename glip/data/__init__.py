@@ -12,8 +12,7 @@ that ``import glip.data.synthetic.vocabulary`` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from glip.lazy import lazy_exports
 
 #: public name -> the module that defines it (loaded lazily)
 _EXPORTS: dict[str, str] = {
@@ -42,14 +41,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

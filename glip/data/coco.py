@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,53 @@ class AnnotationIds:
         return self.by_id[ann_id] == ann
 
 
+def coco_images(
+    dataset: Any, data: dict[str, Any], check: Callable[[Any, Any, str], tuple[Any, str]] | None = None
+) -> tuple[dict[Any, tuple[Any, ...]], set[Any]]:
+    """The usable ``images`` of a COCO-style file: ``({id: (file_name, width, height[, extra]), ...},
+    {ids of reported images})``. Bad and repeated-id images are reported through ``dataset._problem``.
+
+    check: ``(image, image_id, file_name) -> (extra, problem)`` for format-specific fields (MDETR's caption);
+    ``extra`` is appended to the image's tuple.
+    """
+    images: dict[Any, tuple[Any, ...]] = {}
+    unusable: set[Any] = set()  # images already reported: their annotations are ignored quietly
+    for position, image in enumerate(data["images"]):
+        image_id, file_name, width, height, problem = coco_image_fields(image, position, dataset.source)
+        if not problem and (image_id in images or image_id in unusable):
+            problem = repeated_image_id(dataset.source, image_id, images.pop(image_id, None), file_name)
+        extra: tuple[Any, ...] = ()
+        if not problem and check is not None:
+            value, problem = check(image, image_id, file_name)
+            extra = (value,)
+        if problem:
+            dataset._problem(problem)
+            unusable.add(image_id)
+            continue
+        images[image_id] = (file_name, width, height, *extra)
+    return images, unusable
+
+
+def coco_annotations(
+    dataset: Any, data: dict[str, Any], images: Mapping[Any, Any], unusable: set[Any]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(position, annotation)`` for the annotations of usable images, crowd boxes and exact repeats left
+    out; a non-object record or an unknown image id is reported through ``dataset._problem``."""
+    repeats = AnnotationIds(dataset)
+    for position, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            dataset._problem(f"{dataset.source} annotations[{position}]: not an object")
+            continue
+        image_id = ann.get("image_id")
+        if image_id not in images:
+            if image_id not in unusable:
+                dataset._problem(f"{dataset.source} annotations[{position}]: unknown image_id {image_id!r}")
+            continue
+        if ann.get("iscrowd", 0) or repeats.seen(ann):
+            continue
+        yield position, ann
+
+
 def has_valid_annotation(boxes_xywh: Sequence[Sequence[float]]) -> bool:
     """Official ``has_valid_annotation``: at least one box with w > 1 and h > 1."""
     return any(w > 1 and h > 1 for _, _, w, h in boxes_xywh)
@@ -276,36 +323,14 @@ class CocoGroundingDataset(DetectionVocabulary, GroundingDataset):
             max_len,
         )
 
-        images: dict[Any, tuple[str, int | None, int | None]] = {}
-        unusable: set[Any] = set()  # images already reported: their annotations are ignored quietly
-        for position, image in enumerate(data["images"]):
-            image_id, file_name, width, height, problem = coco_image_fields(image, position, self.source)
-            if not problem and (image_id in images or image_id in unusable):
-                problem = repeated_image_id(self.source, image_id, images.pop(image_id, None), file_name)
-            if problem:
-                self._problem(problem)
-                unusable.add(image_id)
-                continue
-            images[image_id] = (file_name, width, height)
+        images, unusable = coco_images(self, data)
         wanted_ids = None if image_ids is None else set(image_ids)
 
         per_image: dict[Any, list[tuple[list[float], int]]] = {}
-        repeats = AnnotationIds(self)
         segmentations: dict[Any, list[Any]] = {}  # image id -> segmentation per box (None where absent)
         bad_images: dict[Any, list[str]] = {}
-        for position, ann in enumerate(data["annotations"]):
-            if not isinstance(ann, dict):
-                self._problem(f"{self.source} annotations[{position}]: not an object")
-                continue
-            image_id = ann.get("image_id")
-            if image_id not in images:
-                if image_id not in unusable:
-                    self._problem(f"{self.source} annotations[{position}]: unknown image_id {image_id!r}")
-                continue
-            if ann.get("iscrowd", 0):
-                continue
-            if repeats.seen(ann):
-                continue
+        for position, ann in coco_annotations(self, data, images, unusable):
+            image_id = ann["image_id"]
             box, why = coco_box(ann)
             category = ann.get("category_id")
             if box is None:

@@ -12,14 +12,7 @@ import torch
 
 from glip.data.base import Entry, GroundingDataset, OnError
 from glip.data.boxes import xywh_to_legacy_xyxy
-from glip.data.coco import (
-    AnnotationIds,
-    coco_box,
-    coco_image_fields,
-    coco_sections,
-    has_valid_annotation,
-    repeated_image_id,
-)
+from glip.data.coco import coco_annotations, coco_box, coco_images, coco_sections, has_valid_annotation
 from glip.data.reading import caption_problem, check_spans, id_sort_key, load_json, token_lengths
 from glip.data.types import GroundingRecord
 from glip.text.prompts import Span
@@ -58,40 +51,20 @@ class MDETRDataset(GroundingDataset):
         data = load_json(ann_file)
         coco_sections(data, self.source, ("images", "annotations"))
 
-        images: dict[Any, tuple[str, int | None, int | None, str]] = {}
-        unusable: set[Any] = set()  # images already reported: their annotations are ignored quietly
-        for position, image in enumerate(data["images"]):
-            image_id, file_name, width, height, problem = coco_image_fields(image, position, self.source)
-            caption = image.get("caption") if isinstance(image, dict) else None
-            if not problem and (image_id in images or image_id in unusable):
-                problem = repeated_image_id(self.source, image_id, images.pop(image_id, None), file_name)
-            if not problem and caption_problem(caption):
-                problem = f"{self.source} image id {image_id!r} ({file_name}): {caption_problem(caption)}"
-            if problem:
-                self._problem(problem)
-                unusable.add(image_id)
-                continue
-            images[image_id] = (file_name, width, height, caption)
+        def caption_of(image: Any, image_id: Any, file_name: str) -> tuple[Any, str]:
+            caption = image.get("caption")
+            why = caption_problem(caption)
+            return caption, f"{self.source} image id {image_id!r} ({file_name}): {why}" if why else ""
+
+        images, unusable = coco_images(self, data, caption_of)
         ids = sorted(images, key=id_sort_key)
         lengths = dict(zip(ids, token_lengths([images[i][3] for i in ids])))
 
         per_image: dict[Any, list[tuple[list[float], int, list[Span]]]] = {}
         bad_images: dict[Any, list[str]] = {}
-        repeats = AnnotationIds(self)
         ignored = 0
-        for position, ann in enumerate(data["annotations"]):
-            if not isinstance(ann, dict):
-                self._problem(f"{self.source} annotations[{position}]: not an object")
-                continue
-            image_id = ann.get("image_id")
-            if image_id not in images:
-                if image_id not in unusable:
-                    self._problem(f"{self.source} annotations[{position}]: unknown image_id {image_id!r}")
-                continue
-            if ann.get("iscrowd", 0):
-                continue
-            if repeats.seen(ann):
-                continue
+        for position, ann in coco_annotations(self, data, images, unusable):
+            image_id = ann["image_id"]
             name = f"annotation {ann.get('id', position)!r}"
             box, why = coco_box(ann)
             if box is None:

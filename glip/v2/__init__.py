@@ -10,7 +10,8 @@ GLIPv2's model parts and losses live in the core packages: the pre-training head
 :mod:`glip.losses.criterion`, phrase identities in :mod:`glip.text.phrases`.
 """
 
-from glip.v2.captioning import GLIPForCaptioning, caption_losses, caption_scores
+from glip.models.captioning import GLIPForCaptioning
+from glip.v2.captioning import caption_losses, caption_scores
 from glip.v2.segmentation import SegmentationTrainConfig, mask_loss, mask_targets, train_segmentation
 from glip.v2.vl_train import VLTrainConfig, train_vl
 from glip.v2.vqa import GLIPForVQA, VQAHead, collate_vqa, vqa_losses

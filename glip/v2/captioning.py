@@ -10,23 +10,9 @@ import torch.nn.functional as F
 
 from glip.data.types import Batch
 from glip.losses.grounding import output_losses
-from glip.models.captioning import (
-    CaptionHead,
-    CaptionOutput,
-    CaptionPrediction,
-    GLIPForCaptioning,
-    GroundedWord,
-)
+from glip.models.captioning import GLIPForCaptioning
 
-__all__ = [
-    "CaptionHead",
-    "CaptionOutput",
-    "CaptionPrediction",
-    "GLIPForCaptioning",
-    "GroundedWord",
-    "caption_losses",
-    "caption_scores",
-]
+__all__ = ["caption_losses", "caption_scores"]
 
 
 def caption_losses(

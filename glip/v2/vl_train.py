@@ -30,8 +30,9 @@ from torch.utils.data import Dataset
 
 from glip.data.types import collate
 from glip.losses.grounding import output_losses
+from glip.models.captioning import GLIPForCaptioning
 from glip.models.glip import GLIP
-from glip.v2.captioning import GLIPForCaptioning, caption_losses
+from glip.v2.captioning import caption_losses
 from glip.v2.vqa import GLIPForVQA, collate_vqa, vqa_losses
 
 logger = logging.getLogger(__name__)

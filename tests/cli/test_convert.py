@@ -6,7 +6,7 @@ import torch
 
 import glip
 from glip.cli import main
-from tests.cli.conftest import make_image
+from tests.helpers import make_image
 
 
 def test_convert_official_checkpoint(tmp_path, capsys):

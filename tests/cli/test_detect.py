@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from glip.cli import main
-from tests.cli.conftest import make_image
+from tests.helpers import make_image
 
 MODEL = ["--model", "random:tiny_random"]
 
@@ -473,16 +473,8 @@ def test_released_name_offline_fails_fast_with_one_message(
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port}")
     monkeypatch.setenv("GLIP_HOME", str(tmp_path / "glip_home"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    argv = [
-        "detect",
-        str(photos / "a.png"),
-        "--classes",
-        "cat",
-        "--model",
-        model,
-        "--out",
-        str(tmp_path / "o"),
-    ]
+    argv = ["detect", str(photos / "a.png"), "--classes", "cat", "--model", model]
+    argv += ["--out", str(tmp_path / "o")]
     started = time.monotonic()
     assert main(argv) == 2
     elapsed = time.monotonic() - started
@@ -497,16 +489,8 @@ def test_released_name_with_hf_hub_offline_says_so(photos, tmp_path, capsys, mon
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port}")
     monkeypatch.setenv("GLIP_HOME", str(tmp_path / "glip_home"))
-    argv = [
-        "detect",
-        str(photos / "a.png"),
-        "--classes",
-        "cat",
-        "--model",
-        "glip_t",
-        "--out",
-        str(tmp_path / "o"),
-    ]
+    argv = ["detect", str(photos / "a.png"), "--classes", "cat", "--model", "glip_t"]
+    argv += ["--out", str(tmp_path / "o")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "HF_HUB_OFFLINE is set" in err and str(tmp_path / "glip_home" / "glip_tiny_model") in err

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from glip.cli import main
 from glip.cli.eval import TASKS, add_parser
+from tests import helpers
 from tests.eval.conftest import REPO, make_coco_set, plot_files, random_detections, random_gt, write_json
 
 pytest.importorskip("pycocotools")
@@ -50,13 +50,8 @@ def test_tiny_preset_end_to_end_through_the_cli(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0
     assert "glip eval coco: 5 image(s)" in printed and "AP " in printed and str(out) in printed
-    for name in (
-        "metrics.json",
-        "summary.md",
-        "examples.png",
-        "predictions.coco.json",
-        *plot_files("pr_curves.png", "category_ap.png"),
-    ):
+    written = ["metrics.json", "summary.md", "examples.png", "predictions.coco.json"]
+    for name in (*written, *plot_files("pr_curves.png", "category_ap.png")):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "coco" and metrics["settings"]["model"] == "random:tiny"
@@ -129,41 +124,13 @@ def test_scoring_odinw_and_lvis_prediction_files_through_the_cli(tmp_path, capsy
     assert "APr" in json.loads((tmp_path / "lvis" / "metrics.json").read_text())["metrics"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_equal_one_process(tmp_path):
     ann, images = make_coco_set(tmp_path / "data")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [
-        "eval",
-        "--task",
-        "coco",
-        "--model",
-        "random:tiny_random",
-        "--ann",
-        str(ann),
-        "--images",
-        str(images),
-        "--no-progress",
-        "--examples",
-        "0",
-    ]
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-    ]
+    args = "eval --task coco --model random:tiny_random --no-progress --examples 0".split()
+    args += ["--ann", str(ann), "--images", str(images)]
+    torchrun = helpers.torchrun(2)
     runs = {  # both at once: 3 single-threaded processes
         "one": subprocess.Popen(
             [sys.executable, "-m", "glip.cli", *args, "--out", str(tmp_path / "one")],
@@ -203,17 +170,7 @@ def test_two_processes_equal_one_process(tmp_path):
 @pytest.mark.slow
 def test_failures_reach_every_rank(tmp_path):
     script = EVAL_TESTS / "dist_errors_main.py"
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(_free_port()),
-    ]
+    torchrun = helpers.torchrun(2)
     run = subprocess.run(
         [*torchrun, str(script)],
         env={**os.environ, "OMP_NUM_THREADS": "1"},

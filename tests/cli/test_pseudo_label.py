@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from glip.cli import main
 from glip.selftrain.pseudo_label import output_paths
+from tests import helpers
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -101,18 +101,11 @@ def test_killed_run_resumes_to_the_uninterrupted_output(
     assert not list(parts.glob("*.tmp-*"))  # the partial shard's temporary file was replaced
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_two_torchrun_processes_write_the_one_process_output(
     random_teacher_dir, long_corpus, corpus, straight, tmp_path
 ):
     out = tmp_path / "pseudo.jsonl"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    torchrun += ["--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+    torchrun = helpers.torchrun(2)
     args = _command(random_teacher_dir, long_corpus, corpus / "images", out)
     done = subprocess.run(
         [*torchrun, "-m", "glip.cli", *args], env=ENV, cwd=REPO, timeout=600, capture_output=True, text=True

@@ -18,26 +18,9 @@ from glip.data.toy import write_toy_coco
 def test_train_cli_runs_saves_and_resumes(tmp_path, capsys):
     ann = write_toy_coco(tmp_path / "data", 4, size=96)
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--preset",
-        "tiny_random",
-        "--train-ann",
-        str(ann),
-        "--train-images",
-        str(tmp_path / "data" / "images"),
-    ]
-    args += [
-        "--out",
-        str(out),
-        "--max-steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--set",
-        "ckpt_every=1",
-        "progress=False",
-    ]
+    args = ["train", "--preset", "tiny_random", "--train-ann", str(ann)]
+    args += ["--train-images", str(tmp_path / "data" / "images"), "--out", str(out)]
+    args += "--max-steps 2 --batch-size 2 --set ckpt_every=1 progress=False".split()
     args += ["fpn_drop_block=0.0", "input.train_min_sizes=(96,)", "input.train_max_size=128"]
     assert main(args) == 0
     assert (out / "last.pt").exists() and (out / "metrics.jsonl").exists() and (out / "metrics.csv").exists()
@@ -117,19 +100,8 @@ def test_train_cli_bad_inputs(tmp_path, capsys):
     assert missing == 2
     assert "not found" in capsys.readouterr().err
     ann = write_toy_coco(tmp_path / "data", 2, size=64)
-    code = main(
-        [
-            "train",
-            "--preset",
-            "tiny_random",
-            "--train-ann",
-            str(ann),
-            "--train-images",
-            str(images),
-            "--out",
-            str(tmp_path / "r"),
-        ]
-    )
+    args = ["train", "--preset", "tiny_random", "--train-ann", str(ann), "--train-images", str(images)]
+    code = main([*args, "--out", str(tmp_path / "r")])
     assert code == 2  # no --max-steps / --epochs ... or every image missing
     assert "error" in capsys.readouterr().err
 

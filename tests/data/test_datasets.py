@@ -173,14 +173,8 @@ def _mdetr(root, helpers, caption="the man on the left of the red car"):
     return {
         "images": [{"id": 10, "file_name": "g.png", "width": 80, "height": 60, "caption": caption}],
         "annotations": [
-            {"id": 1, "image_id": 10, "bbox": [5, 5, 20, 40], "tokens_positive": [[0, 7]], "category_id": 1},
-            {
-                "id": 2,
-                "image_id": 10,
-                "bbox": [40, 20, 30, 20],
-                "tokens_positive": [[27, 34]],
-                "category_id": 1,
-            },
+            {"id": i, "image_id": 10, "bbox": box, "tokens_positive": [span], "category_id": 1}
+            for i, (box, span) in enumerate([([5, 5, 20, 40], [0, 7]), ([40, 20, 30, 20], [27, 34])], 1)
         ],
     }
 

@@ -15,14 +15,7 @@ from glip.data.toy import SquaresDataset
 from glip.engine.checkpoint import CheckpointLoadError, load_checkpoint
 from glip.engine.train import TrainConfig, fit
 from glip.models.glip import build_model
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.helpers import one_thread  # noqa: F401  (fixture)
 
 
 def _model(preset: str = "tiny_random"):

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, ImageDraw
+
+from tests.helpers import one_thread  # noqa: F401  (fixture)
 
 REPO = Path(__file__).resolve().parents[2]
 #: plots need matplotlib (the ``eval`` extra); without it they are skipped, the rest is written.
@@ -20,15 +21,6 @@ PLOTS = importlib.util.find_spec("matplotlib") is not None
 def plot_files(*names: str) -> tuple[str, ...]:
     """``names`` when matplotlib is installed, else none."""
     return names if PLOTS else ()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the tensors are tiny and the machine has 2 shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_json(path: Path, data: Any) -> Path:

@@ -161,32 +161,9 @@ def test_cli_exit_code_2_with_the_record_named(tmp_path, capsys):
     code = main(["eval", "--task", "coco", "--ann", str(ann)])
     assert code == 2 and "give --model" in capsys.readouterr().err
     good = write_json(tmp_path / "good.json", GOOD)
-    code = main(
-        [
-            "eval",
-            "--task",
-            "coco",
-            "--model",
-            "random:tiny_random",
-            "--ann",
-            str(good),
-            "--images",
-            str(tmp_path / "nowhere"),
-        ]
-    )
+    with_model = ["eval", "--task", "coco", "--model", "random:tiny_random", "--ann", str(good), "--images"]
+    code = main([*with_model, str(tmp_path / "nowhere")])
     assert code == 2 and "image folder not found" in capsys.readouterr().err
-    code = main(
-        [
-            "eval",
-            "--task",
-            "coco",
-            "--model",
-            "random:tiny_random",
-            "--ann",
-            str(good),
-            "--images",
-            str(tmp_path),
-        ]
-    )
+    code = main([*with_model, str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "good.json: images[0] (id 1, 'a.jpg'): image not found" in err

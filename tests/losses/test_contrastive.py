@@ -75,23 +75,21 @@ def _naive_loss(regions, words, targets, scale):
         for j in range(m):
             wj = words[j] / words[j].norm()
             sims[i][j] = float(ri @ wj) * scale
-    r2w, count = 0.0, 0
-    for i in range(n):
-        pos = [j for j in range(m) if targets[i, j]]
+    columns = [[sims[i][j] for i in range(n)] for j in range(m)]
+    region_to_word = _naive_side(sims, [[bool(targets[i, j]) for j in range(m)] for i in range(n)])
+    word_to_region = _naive_side(columns, [[bool(targets[i, j]) for i in range(n)] for j in range(m)])
+    return (region_to_word + word_to_region) / 2
+
+
+def _naive_side(rows, positives):
+    """Mean over the rows with a positive of logsumexp(row) - mean(row's positives)."""
+    total, count = 0.0, 0
+    for row, positive in zip(rows, positives):
+        pos = [value for value, is_positive in zip(row, positive) if is_positive]
         if pos:
-            lse = math.log(sum(math.exp(sims[i][j]) for j in range(m)))
-            r2w += lse - sum(sims[i][j] for j in pos) / len(pos)
+            total += math.log(sum(math.exp(value) for value in row)) - sum(pos) / len(pos)
             count += 1
-    r2w /= count
-    w2r, count = 0.0, 0
-    for j in range(m):
-        pos = [i for i in range(n) if targets[i, j]]
-        if pos:
-            lse = math.log(sum(math.exp(sims[i][j]) for i in range(n)))
-            w2r += lse - sum(sims[i][j] for i in pos) / len(pos)
-            count += 1
-    w2r /= count
-    return (r2w + w2r) / 2
+    return total / count
 
 
 def test_loss_equals_naive_per_pair_computation():

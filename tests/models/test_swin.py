@@ -166,17 +166,9 @@ def test_drop_path_rates_and_checkpoint_equivalence() -> None:
     rates = [blk.drop_path.drop_prob for layer in model.layers for blk in layer.blocks]
     assert rates == pytest.approx([0.1 * i for i in range(8)])
     # Gradient checkpointing must not change the numbers (drop path off for determinism).
-    model_ckpt = SwinTransformer(
-        embed_dim=8,
-        depths=(2, 2, 2, 2),
-        num_heads=(1, 2, 2, 4),
-        window_size=4,
-        drop_path_rate=0.0,
-        use_checkpoint=True,
-    )
-    model_plain = SwinTransformer(
-        embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4, drop_path_rate=0.0
-    )
+    small = {"embed_dim": 8, "depths": (2, 2, 2, 2), "num_heads": (1, 2, 2, 4), "window_size": 4}
+    model_ckpt = SwinTransformer(**small, drop_path_rate=0.0, use_checkpoint=True)
+    model_plain = SwinTransformer(**small, drop_path_rate=0.0)
     model_plain.load_state_dict(model_ckpt.state_dict())
     x = torch.randn(1, 3, 40, 36)
     outs_a = model_ckpt.train()(x)

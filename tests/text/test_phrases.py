@@ -63,14 +63,8 @@ def test_grounding_captions_label_the_annotated_phrases(tmp_path):
     data = {
         "images": [{"id": 1, "file_name": "scene_0000.png", "width": 64, "height": 64, "caption": caption}],
         "annotations": [
-            {"id": 1, "image_id": 1, "bbox": [1, 1, 20, 20], "tokens_positive": [[0, 14]], "category_id": 1},
-            {
-                "id": 2,
-                "image_id": 1,
-                "bbox": [30, 30, 20, 20],
-                "tokens_positive": [[23, 36]],
-                "category_id": 1,
-            },
+            {"id": i, "image_id": 1, "bbox": box, "tokens_positive": [span], "category_id": 1}
+            for i, (box, span) in enumerate([([1, 1, 20, 20], [0, 14]), ([30, 30, 20, 20], [23, 36])], 1)
         ],
     }
     sample = MDETRDataset(data, tmp_path / "images", TrainTransform((64,), 64, flip_prob=0.0))[0]

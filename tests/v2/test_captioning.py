@@ -10,10 +10,11 @@ import torch
 from glip.data.synthetic.vl import SyntheticVL
 from glip.data.toy import deterministic_tiny_random
 from glip.data.types import collate
+from glip.models.captioning import GLIPForCaptioning
 from glip.models.glip import build_model
 from glip.preprocess import ImageBatch
 from glip.text.tokenizer import CLS_ID, SEP_ID, get_tokenizer
-from glip.v2.captioning import GLIPForCaptioning, caption_losses, caption_scores
+from glip.v2.captioning import caption_losses, caption_scores
 
 SIZE = 96
 

@@ -11,14 +11,9 @@ import torch
 
 pytest.importorskip("pycocotools")
 
-from glip.config import get_preset  # noqa: E402
 from glip.data import CocoGroundingDataset, EvalTransform  # noqa: E402
-from glip.data.synthetic import writers as S  # noqa: E402
-from glip.data.types import collate  # noqa: E402
-from glip.models.glip import build_model  # noqa: E402
 from glip.models.mask_head import (  # noqa: E402
     MaskHead,
-    MaskHeadConfig,
     continuous_boxes,
     load_mask_head,
     paste_masks,
@@ -30,36 +25,7 @@ from glip.v2.segmentation import (  # noqa: E402
     mask_targets,
     train_segmentation,
 )
-
-SIZE = 96
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    """A tiny_random detector, a mask head for it, and a synthetic set with masks (EvalTransform at 96 px)."""
-    out = tmp_path_factory.mktemp("seg")
-    S.generate(out, 4, seed=1, size=SIZE, split="train", masks=True)
-    config = get_preset("tiny_random")
-    torch.manual_seed(0)
-    model = build_model(config).eval()
-    model.head.bias0.data.fill_(0.0)  # so that the random detector returns boxes at threshold 0
-    head = MaskHead(MaskHeadConfig.for_model(config, num_convs=2, conv_channels=32, embed_dim=32))
-    dataset = CocoGroundingDataset(
-        out / "detection.json",
-        out / "images",
-        EvalTransform(SIZE, 160),
-        masks=True,
-        num_negatives=4,
-        shuffle_classes=False,
-    )
-    return {"dir": out, "config": config, "model": model, "head": head, "dataset": dataset}
-
-
-def _forward(model, samples):
-    batch = collate(samples)
-    with torch.no_grad():
-        output = model(batch.images, batch.input_ids, batch.attention_mask)
-    return batch, output
+from tests.models.test_mask_head import SIZE, _forward, setup  # noqa: E402, F401  (the fixture)
 
 
 def test_mask_targets_and_paste_back_are_inverse() -> None:

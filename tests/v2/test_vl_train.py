@@ -7,8 +7,8 @@ import torch
 
 from glip.data.synthetic.vl import ANSWERS, SyntheticVL
 from glip.data.toy import deterministic_tiny_random
+from glip.models.captioning import GLIPForCaptioning
 from glip.models.glip import build_model
-from glip.v2.captioning import GLIPForCaptioning
 from glip.v2.vl_train import VLTrainConfig, train_vl
 from glip.v2.vqa import GLIPForVQA
 

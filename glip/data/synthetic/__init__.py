@@ -33,37 +33,12 @@ This package imports nothing heavy: the names below are loaded from their module
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from glip.data.synthetic.vocabulary import __all__ as _VOCABULARY  # standard library only
+from glip.lazy import lazy_exports
 
 #: public name -> the module that defines it (loaded lazily)
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(
-        (
-            "BACKGROUNDS",
-            "HELD_OUT_WORDS",
-            "NEW_COLOURS",
-            "NEW_SHAPES",
-            "NUMBERS",
-            "PLURALS",
-            "RARE_COLOURS",
-            "RARE_SHAPES",
-            "RELATIONS",
-            "RELATION_WORDS",
-            "RGB",
-            "SEEN_COLOURS",
-            "SEEN_SHAPES",
-            "SIZES",
-            "SPLITS",
-            "SYNONYMS",
-            "TEXTURES",
-            "TEXTURE_WORDS",
-            "detection_categories",
-            "split_words",
-            "vocabulary",
-        ),
-        "vocabulary",
-    ),
+    **dict.fromkeys(_VOCABULARY, "vocabulary"),
     **dict.fromkeys(("SceneObject", "dilate", "object_mask"), "geometry"),
     **dict.fromkeys(("object_palette", "paint_background", "paint_object"), "painting"),
     **dict.fromkeys(
@@ -86,15 +61,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -26,18 +26,6 @@ from glip.data.synthetic.vocabulary import (
     TEXTURES,
 )
 
-__all__ = [
-    "MAX_OBJECTS",
-    "MIN_VISIBLE",
-    "REPEAT",
-    "SIZE_RANGES",
-    "Scene",
-    "make_scene",
-    "relation_holds",
-    "scene_rng",
-    "visible_masks",
-]
-
 #: Extent (diameter of the circle a shape is inscribed in) as a fraction of the shorter image side.
 SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.10, 0.17), "large": (0.26, 0.38)}
 MAX_OBJECTS = 5

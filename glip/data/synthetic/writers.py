@@ -20,19 +20,6 @@ __all__ = ["INFO", "coco_box", "generate", "odvg_box"]
 
 INFO = {"description": "glip synthetic grounding world", "version": "1"}
 _IMAGE_NAME = re.compile(r"^(train|test|synonyms|task_A|task_B)_\d{6}\.png$")
-_FILES = (
-    "detection.json",
-    "detection_all.json",
-    "detection_seen_names.json",
-    "detection.odvg.jsonl",
-    "label_map.json",
-    "grounding.json",
-    "grounding.odvg.jsonl",
-    "captions.jsonl",
-    "captions_gt.json",
-    "vocab.json",
-    "README.txt",
-)
 
 
 def coco_box(box: tuple[int, int, int, int]) -> list[int]:
@@ -207,8 +194,9 @@ def _prepare(out: Path, overwrite: bool) -> None:
             f"{out} is not empty (pass overwrite=True / --overwrite to replace a generated set)"
         )
     if existing:  # remove what a previous run wrote, nothing else
-        for name in _FILES:
-            (out / name).unlink(missing_ok=True)
+        for name in (*_README_FILES, "README.txt"):
+            if not name.endswith("/"):  # images/ is emptied below, by name pattern
+                (out / name).unlink(missing_ok=True)
         if images.is_dir():
             for path in images.iterdir():
                 if _IMAGE_NAME.match(path.name):
