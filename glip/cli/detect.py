@@ -24,6 +24,9 @@ DEMO_EXAMPLES = """examples:
 """
 
 
+DEMO_HELP = "run the main job on the bundled example and say where the results are"
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     detect = add_command(
         subparsers, "detect", "detect classes or ground a caption in images", DETECT_EXAMPLES
@@ -85,12 +88,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
-    demo = add_command(
-        subparsers,
-        "demo",
-        "run the main job on the bundled example and say where the results are",
-        DEMO_EXAMPLES,
-    )
+    demo = add_command(subparsers, "demo", DEMO_HELP, DEMO_EXAMPLES)
     demo.add_argument("--out", default="glip-demo", help="output directory (default glip-demo)")
     demo.add_argument(
         "--threshold",

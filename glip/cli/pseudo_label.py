@@ -25,13 +25,12 @@ SCORE_EXAMPLES = """examples:
 """
 
 
+PSEUDO_LABEL_HELP = "pseudo-label image-caption pairs with a teacher (self-training)"
+SCORE_PSEUDO_HELP = "precision / recall of pseudo-labels against known truth"
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    pseudo = add_command(
-        subparsers,
-        "pseudo-label",
-        "pseudo-label image-caption pairs with a teacher (self-training)",
-        EXAMPLES,
-    )
+    pseudo = add_command(subparsers, "pseudo-label", PSEUDO_LABEL_HELP, EXAMPLES)
     pseudo.add_argument("--teacher", required=True, help="released name, saved directory or official .pth")
     pseudo.add_argument("--config", default=None, help="preset name or official YAML for an official .pth")
     pseudo.add_argument(
@@ -53,12 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def add_score_parser(subparsers: Any) -> argparse.ArgumentParser:
-    score = add_command(
-        subparsers,
-        "score-pseudo",
-        "precision / recall of pseudo-labels against known truth",
-        SCORE_EXAMPLES,
-    )
+    score = add_command(subparsers, "score-pseudo", SCORE_PSEUDO_HELP, SCORE_EXAMPLES)
     score.add_argument("pseudo", help="ODVG JSONL written by glip pseudo-label")
     score.add_argument("truth", help="COCO truth with tokens_positive (captions_gt.json of glip synth)")
     score.add_argument(

@@ -42,13 +42,11 @@ class _HelpConfigAction(argparse.Action):
         parser.exit()
 
 
+TRAIN_HELP = "train, fine-tune, prompt-tune or linear-probe on detection / grounding data"
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    train = add_command(
-        subparsers,
-        "train",
-        "train, fine-tune, prompt-tune or linear-probe on detection / grounding data",
-        EXAMPLES,
-    )
+    train = add_command(subparsers, "train", TRAIN_HELP, EXAMPLES)
     train.add_argument("--preset", default="tiny", help="model architecture (glip_t, glip_l, tiny, ...)")
     train.add_argument("--init", default=None, help="initial weights: released name, saved directory or .pth")
     train.add_argument(

@@ -39,13 +39,11 @@ def _common(parser: argparse.ArgumentParser, out: str) -> None:
     add_device_argument(parser)
 
 
+ASK_HELP = "answer a question about images, with the boxes of what it is about (GLIPv2)"
+
+
 def add_ask_parser(subparsers: Any) -> argparse.ArgumentParser:
-    ask = add_command(
-        subparsers,
-        "ask",
-        "answer a question about images, with the boxes of what it is about (GLIPv2)",
-        ASK_EXAMPLES,
-    )
+    ask = add_command(subparsers, "ask", ASK_HELP, ASK_EXAMPLES)
     _common(ask, "glip-answers")
     ask.add_argument("--question", required=True, help='the question, e.g. "what colour is the circle?"')
     ask.add_argument(
