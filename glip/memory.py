@@ -10,15 +10,14 @@ no-grad CPU forward over a large input it changes glibc's allocator settings, by
 
 * ``"map"`` (the default, ``RELEASE = "auto"``): glibc's mmap threshold is set to :data:`MAP_THRESHOLD`
   (1 MB), so every block above that size is mapped on allocation and returned to the system when freed.
-  Measured (``docs/benchmarks.md``): GLIP-T ~1.87 GB instead of ~2.07 GB peak, but ~1.5x the forward time on
+  Measured (``docs/benchmarks.md``): GLIP-T ~1.88 GB instead of ~2.06 GB peak, but ~1.55x the forward time on
   2 cores: every fresh mapping is page-faulted and zeroed by the kernel (3.3 M page faults per forward).
 * ``"stages"`` (opt-in, ``GLIP_MEMORY_RELEASE=stages``): blocks up to :data:`HEAP_THRESHOLD` (32 MB) come
   from the heap (fixed, so glibc's dynamic adjustment does not move it), glibc's own trimming is held back
   (:data:`TRIM_THRESHOLD`), and free heap pages are returned only at stage ends (:func:`stage_end`: after
   the backbone and after each head block's fusion and DyConv), so blocks are reused inside a stage without
-  page faults and the heap never carries one stage's fragmentation into the next. Not yet measured at
-  GLIP-T scale (docs/benchmarks.md says how to): it becomes the default once it is within 5 % of the
-  fastest mode at <= 2 GB.
+  page faults and the heap never carries one stage's fragmentation into the next. Measured at GLIP-T scale
+  (docs/benchmarks.md, 2026-12-07): 1.10-1.15x the time of ``"never"`` at 2000-2159 MB, so not the default.
 
 Both return free heap pages (``malloc_trim``) on entry and exit; on exit the threshold is set to
 :data:`RESTORE_THRESHOLD`, the value glibc's own adjustment reaches in a process that frees large tensors.
