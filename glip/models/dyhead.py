@@ -31,11 +31,12 @@ def reinterpret_offsets(tensor: torch.Tensor, out_hw: tuple[int, int]) -> torch.
     """
     batch, channels, height, width = tensor.shape
     out_h, out_w = out_hw
-    if (height, width) == (out_h, out_w):
-        return tensor
     needed = channels * out_h * out_w
-    if needed > channels * height * width:
-        raise ValueError(f"offsets of size {(height, width)} cannot drive a conv output of size {out_hw}")
+    if not torch.compiler.is_exporting():  # no shape guards while exporting (symbolic sizes: slow to prove)
+        if (height, width) == (out_h, out_w):
+            return tensor
+        if needed > channels * height * width:
+            raise ValueError(f"offsets of size {(height, width)} cannot drive a conv output of size {out_hw}")
     return tensor.reshape(batch, -1)[:, :needed].reshape(batch, channels, out_h, out_w)
 
 
@@ -77,10 +78,25 @@ def deform_conv3x3_grid_sample(
     grid = torch.stack((grid_x, grid_y), dim=-1)  # (B, 9, Ho, Wo, 2)
     weight_2d = weight.reshape(weight.shape[0], -1)  # (O, C*9)
     # On CPU, large maps go in bands of output rows, so the (B, C*9, Ho*Wo) sampled columns never exist at
-    # once (bands are also faster there: they stay in cache); on an accelerator one band (no torch.cat).
+    # once (bands are also faster there: they stay in cache); on an accelerator, and while exporting (where
+    # the sizes are symbolic), one band without slicing or torch.cat.
+    banded = device.type == "cpu" and not torch.compiler.is_exporting()
     rows = out_h
-    if device.type == "cpu":
+    if banded:
         rows = max(1, min(out_h, DEFORM_COLUMNS_MAX_ELEMENTS // max(1, batch * channels * 9 * out_w)))
+    if not banded or rows >= out_h:
+        sampled = F.grid_sample(
+            x,
+            grid.reshape(batch, 9 * out_h, out_w, 2),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        )
+        sampled = sampled.view(batch, channels, 9, out_h, out_w).mul_(mask[:, None])
+        out = weight_2d @ sampled.reshape(batch, channels * 9, out_h * out_w)  # (B, O, Ho*Wo)
+        if bias is not None:
+            out = out + bias[None, :, None]
+        return out.reshape(batch, -1, out_h, out_w)
     bands = []
     for top in range(0, out_h, rows):
         band = min(rows, out_h - top)
@@ -117,9 +133,10 @@ class ConvNorm(nn.Module):
         self, x: torch.Tensor, offset: torch.Tensor | None = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         if self.deformable and offset is not None and mask is not None:
-            out_hw = ((x.shape[-2] - 1) // self.stride + 1, (x.shape[-1] - 1) // self.stride + 1)
-            offset = reinterpret_offsets(offset, out_hw)
-            mask = reinterpret_offsets(mask, out_hw)
+            if not torch.compiler.is_exporting():  # while exporting, DyConv fits the offsets (no size guards)
+                out_hw = ((x.shape[-2] - 1) // self.stride + 1, (x.shape[-1] - 1) // self.stride + 1)
+                offset = reinterpret_offsets(offset, out_hw)
+                mask = reinterpret_offsets(mask, out_hw)
             if self.deform_impl == "torchvision" or x.dtype != torch.float32:
                 y = deform_conv2d(
                     x, offset, self.conv.weight, self.conv.bias, stride=self.stride, padding=1, mask=mask
@@ -206,7 +223,15 @@ class DyConv(nn.Module):
             if level > 0:
                 terms.append(self.conv_finer(features[level - 1], offset, mask))
             if level < len(features) - 1:
-                coarser = self.conv_coarser(features[level + 1], offset, mask)
+                coarse_offset, coarse_mask = offset, mask
+                if offset is not None and mask is not None and torch.compiler.is_exporting():
+                    # what ConvNorm does eagerly, without its size guards: only this conv (stride 1 on the
+                    # coarser level) gets offsets of another size; the same-level and finer convs' outputs have
+                    # this level's size (padded inputs: every level is the stride-2 size of the one before)
+                    size = features[level + 1].shape[-2:]
+                    coarse_offset = reinterpret_offsets(offset, size)
+                    coarse_mask = reinterpret_offsets(mask, size)
+                coarser = self.conv_coarser(features[level + 1], coarse_offset, coarse_mask)
                 # official F.upsample_bilinear == bilinear with align_corners=True
                 terms.append(
                     F.interpolate(coarser, size=feature.shape[-2:], mode="bilinear", align_corners=True)

@@ -97,7 +97,7 @@ class BiMultiHeadAttention(nn.Module):
         # them never exist for all heads at once (GLIP-T at 800x1333: 126 MB per copy for 8 heads); on an
         # accelerator all heads go at once (fewer, larger kernels; its memory holds them).
         group = heads
-        if vision.device.type == "cpu":
+        if vision.device.type == "cpu" and not torch.compiler.is_exporting():
             group = max(1, min(heads, self.max_logit_elements // max(1, batch * num_vision * length)))
         out_vision = self.vision_out.bias.view(1, 1, -1).expand(batch, num_vision, vision_dim)
         out_text_heads = []

@@ -199,7 +199,12 @@ class WindowAttention(nn.Module):
         Returns:
             ``(num_windows * B, N, C)``.
         """
-        if torch.is_grad_enabled() or x.shape[0] <= self.windows_per_chunk or x.device.type != "cpu":
+        if (
+            torch.is_grad_enabled()
+            or torch.compiler.is_exporting()
+            or x.device.type != "cpu"
+            or x.shape[0] <= self.windows_per_chunk
+        ):
             return self._attend(x, mask, 0)
         # CPU inference on large maps: windows in chunks, so the (windows, heads, N, N) scores stay small
         out = torch.empty_like(x)
@@ -297,8 +302,9 @@ class SwinTransformerBlock(nn.Module):
         if (
             torch.is_grad_enabled()
             or self.training
-            or b * length <= self.tokens_per_chunk
+            or torch.compiler.is_exporting()
             or x.device.type != "cpu"
+            or b * length <= self.tokens_per_chunk
         ):
             return x + self.drop_path(self.mlp(self.norm2(x)))
         # CPU inference on large maps: the MLP (4x wider hidden layer) in chunks of tokens, added in place
