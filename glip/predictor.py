@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from glip.images import MAX_PIXELS, ImageInput, load_image
+from glip.memory import large_forward
 from glip.models.captioning import GLIPForCaptioning
 from glip.models.glip import GLIP, GLIPOutput
 from glip.models.language import TextFeatures
@@ -547,7 +548,21 @@ class GLIPPredictor:
         concatenated as the official chunked evaluation does (each chunk NMS'd and capped on its own).
 
         ``mask_probs``: a list that receives, per image, the mask head's (N, M, M) probabilities of its
-        detections (same order), from the tower features and fused text of each detection's prompt."""
+        detections (same order), from the tower features and fused text of each detection's prompt.
+
+        One allocator setting (:func:`glip.memory.large_forward`) spans the backbone and every prompt's head,
+        as one ``GLIP.forward`` does: the heap's pages stay mapped from one prompt to the next instead of
+        being returned and faulted in again for each prompt (long vocabularies: docs/benchmarks.md)."""
+        with large_forward(batch.tensors):
+            return self._detect_prompts(batch, prompts, mask_probs, detections_per_img)
+
+    def _detect_prompts(
+        self,
+        batch: ImageBatch,
+        prompts: list[Prompt],
+        mask_probs: list[torch.Tensor] | None,
+        detections_per_img: int | None,
+    ) -> list[Detections]:
         with self._autocast():
             fpn = self.model.encode_images(batch.tensors)
         anchors = self.model.anchor_generator(fpn)
