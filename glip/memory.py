@@ -5,7 +5,8 @@ its mmap threshold (up to 32 MB), so later intermediates come from the heap; fre
 process, and fragmentation makes the heap grow past the live data. For one GLIP-T forward at 800x1333 the
 resident size peaks ~240 MB above the live tensors (``benchmarks/memory.py`` measures it per stage).
 
-:func:`large_forward` is wrapped around the image encoder, the head and the whole ``GLIP.forward``. During a
+:func:`large_forward` is wrapped around the image encoder, the head, the whole ``GLIP.forward`` and the
+predictor's batch (its backbone and every prompt's head, so that many prompts share one setting). During a
 no-grad CPU forward over a large input it changes glibc's allocator settings, by one of two strategies:
 
 * ``"map"`` (the default, ``RELEASE = "auto"``): glibc's mmap threshold is set to :data:`MAP_THRESHOLD`
