@@ -33,3 +33,18 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device`` (default ``auto``), resolved by :func:`glip.runtime.resolve_device` when the command
     runs: a bad name is one message and exit code 2."""
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def skip_reporter(command: str):  # type: ignore[no-untyped-def]
+    """``on_skip`` callback of the folder commands: ``glip COMMAND: skipped: MESSAGE`` on stderr."""
+
+    def report(message: str) -> None:
+        import sys
+
+        from tqdm import tqdm
+
+        # written, not logged: the message must reach stderr whatever logging is configured; through tqdm so
+        # that a progress bar on the terminal is not broken
+        tqdm.write(f"glip {command}: skipped: {message}", file=sys.stderr)
+
+    return report

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from glip.cli.common import DEFAULT_THRESHOLD, add_command, add_device_argument
+from glip.cli.common import DEFAULT_THRESHOLD, add_command, add_device_argument, skip_reporter
 
 DETECT_EXAMPLES = """examples:
   glip detect street.jpg --classes "person,bicycle,traffic light" --out results/
@@ -113,16 +112,6 @@ def read_classes(classes: str | None, classes_file: str | None) -> list[str] | N
     return None
 
 
-def _skipped(command: str):  # type: ignore[no-untyped-def]
-    def report(message: str) -> None:
-        from tqdm import tqdm
-
-        # written, not logged: the message must reach stderr whatever logging is configured
-        tqdm.write(f"glip {command}: skipped: {message}", file=sys.stderr)
-
-    return report
-
-
 def run_detect(args: argparse.Namespace) -> int:
     from glip.detect import detect_to_folder, expand_inputs
     from glip.predictor import GLIPPredictor
@@ -160,7 +149,7 @@ def run_detect(args: argparse.Namespace) -> int:
         masks=mask_head is not None,
         batch_size=args.batch_size,
         **({"max_pixels": args.max_pixels} if args.max_pixels is not None else {}),
-        on_skip=_skipped("detect"),
+        on_skip=skip_reporter("detect"),
         progress=False,
         model_name=args.model or "demo",
         write_images=not args.no_images,
@@ -249,7 +238,7 @@ def run_demo(args: argparse.Namespace) -> int:
         classes=read_classes(demo.DEMO_PROMPT, None),
         threshold=threshold,
         masks=predictor.mask_head is not None,
-        on_skip=_skipped("demo"),
+        on_skip=skip_reporter("demo"),
         model_name=model,
     )
     print(

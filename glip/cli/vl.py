@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from glip.cli.common import add_command, add_device_argument
+from glip.cli.common import add_command, add_device_argument, skip_reporter
 
 ASK_EXAMPLES = """examples:
   glip ask shapes.png --question "what colour is the circle?"
@@ -93,10 +93,26 @@ def _paths(items: list[str]) -> list[Any]:
     return paths
 
 
-def _skipped(command: str):  # type: ignore[no-untyped-def]
-    import sys
+def _folder_options(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    """The keyword arguments ``ask_to_folder`` and ``caption_to_folder`` share: skipped files reported on
+    stderr, the pixel limit when given."""
+    options: dict[str, Any] = {"on_skip": skip_reporter(command)}
+    if args.max_pixels is not None:
+        options["max_pixels"] = args.max_pixels
+    return options
 
-    return lambda message: print(f"glip {command}: skipped: {message}", file=sys.stderr)
+
+def _box(box: Any) -> str:
+    return f"[{', '.join(f'{v:.0f}' for v in box)}]"
+
+
+def _summary(result: Any, done: str, results_file: str) -> int:
+    """Print the closing line; exit code 1 when any image was skipped."""
+    print(
+        f"{len(result.records)} image(s) {done}, {len(result.errors)} skipped; "
+        f"results in {result.out_dir}/ ({results_file} + PNGs)"
+    )
+    return 1 if result.errors else 0
 
 
 def run_ask(args: argparse.Namespace) -> int:
@@ -107,7 +123,7 @@ def run_ask(args: argparse.Namespace) -> int:
 
     def show(path: Any, answer: Any) -> None:
         boxes = ", ".join(
-            f"{phrase} [{', '.join(f'{v:.0f}' for v in box)}] {score:.2f}"
+            f"{phrase} {_box(box)} {score:.2f}"
             for phrase, box, score in zip(
                 answer.entities.phrases, answer.entities.boxes.tolist(), answer.entities.scores.tolist()
             )
@@ -121,15 +137,10 @@ def run_ask(args: argparse.Namespace) -> int:
         out_dir=args.out,
         threshold=args.threshold,
         entities=entities,
-        **({"max_pixels": args.max_pixels} if args.max_pixels is not None else {}),
-        on_skip=_skipped("ask"),
         on_result=show,
+        **_folder_options(args, "ask"),
     )
-    print(
-        f"{len(result.records)} image(s) answered, {len(result.errors)} skipped; "
-        f"results in {result.out_dir}/ ({ANSWERS_FILE} + PNGs)"
-    )
-    return 1 if result.errors else 0
+    return _summary(result, "answered", ANSWERS_FILE)
 
 
 def run_caption(args: argparse.Namespace) -> int:
@@ -139,7 +150,7 @@ def run_caption(args: argparse.Namespace) -> int:
 
     def show(path: Any, caption: Any) -> None:
         words = ", ".join(
-            f"{w.word} [{', '.join(f'{v:.0f}' for v in w.box)}] {w.score:.2f}"
+            f"{w.word} {_box(w.box)} {w.score:.2f}"
             for w in caption.grounded(args.min_score)
             if w.word.isalpha()
         )
@@ -152,12 +163,7 @@ def run_caption(args: argparse.Namespace) -> int:
         beams=args.beams,
         max_length=args.max_length,
         min_score=args.min_score,
-        **({"max_pixels": args.max_pixels} if args.max_pixels is not None else {}),
-        on_skip=_skipped("caption"),
         on_result=show,
+        **_folder_options(args, "caption"),
     )
-    print(
-        f"{len(result.records)} image(s) captioned, {len(result.errors)} skipped; "
-        f"results in {result.out_dir}/ ({CAPTIONS_FILE} + PNGs)"
-    )
-    return 1 if result.errors else 0
+    return _summary(result, "captioned", CAPTIONS_FILE)
