@@ -84,33 +84,27 @@ def deform_conv3x3_grid_sample(
     rows = out_h
     if banded:
         rows = max(1, min(out_h, DEFORM_COLUMNS_MAX_ELEMENTS // max(1, batch * channels * 9 * out_w)))
+
+    def columns(grid_rows: torch.Tensor, mask_rows: torch.Tensor, band: int) -> torch.Tensor:
+        """(B, O, band*Wo): the conv over ``band`` output rows (their grid and mask rows)."""
+        sampled = F.grid_sample(
+            x,
+            grid_rows.reshape(batch, 9 * band, out_w, 2),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=True,
+        )
+        sampled = sampled.view(batch, channels, 9, band, out_w).mul_(mask_rows[:, None])
+        return weight_2d @ sampled.reshape(batch, channels * 9, band * out_w)
+
     if not banded or rows >= out_h:
-        sampled = F.grid_sample(
-            x,
-            grid.reshape(batch, 9 * out_h, out_w, 2),
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=True,
-        )
-        sampled = sampled.view(batch, channels, 9, out_h, out_w).mul_(mask[:, None])
-        out = weight_2d @ sampled.reshape(batch, channels * 9, out_h * out_w)  # (B, O, Ho*Wo)
-        if bias is not None:
-            out = out + bias[None, :, None]
-        return out.reshape(batch, -1, out_h, out_w)
-    bands = []
-    for top in range(0, out_h, rows):
-        band = min(rows, out_h - top)
-        sampled = F.grid_sample(
-            x,
-            grid[:, :, top : top + band].reshape(batch, 9 * band, out_w, 2),
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=True,
-        )
-        sampled = sampled.view(batch, channels, 9, band, out_w).mul_(mask[:, None, :, top : top + band])
-        bands.append(weight_2d @ sampled.reshape(batch, channels * 9, band * out_w))  # (B, O, band*Wo)
-        del sampled
-    out = bands[0] if len(bands) == 1 else torch.cat(bands, dim=-1)
+        out = columns(grid, mask, out_h)
+    else:
+        bands = []
+        for top in range(0, out_h, rows):
+            band = min(rows, out_h - top)
+            bands.append(columns(grid[:, :, top : top + band], mask[:, :, top : top + band], band))
+        out = torch.cat(bands, dim=-1)
     if bias is not None:
         out = out + bias[None, :, None]
     return out.reshape(batch, -1, out_h, out_w)
@@ -224,10 +218,11 @@ class DyConv(nn.Module):
                 terms.append(self.conv_finer(features[level - 1], offset, mask))
             if level < len(features) - 1:
                 coarse_offset, coarse_mask = offset, mask
-                if offset is not None and mask is not None and torch.compiler.is_exporting():
-                    # what ConvNorm does eagerly, without its size guards: only this conv (stride 1 on the
-                    # coarser level) gets offsets of another size; the same-level and finer convs' outputs have
-                    # this level's size (padded inputs: every level is the stride-2 size of the one before)
+                if offset is not None and mask is not None:
+                    # only this conv (stride 1 on the coarser level) is fed offsets of another level's size:
+                    # fitted here from the coarser map's size, so ConvNorm finds them the right size (and, while
+                    # exporting, needs no size guards of its own: the same-level and finer convs' outputs have
+                    # this level's size, every level being the stride-2 size of the one before)
                     size = features[level + 1].shape[-2:]
                     coarse_offset = reinterpret_offsets(offset, size)
                     coarse_mask = reinterpret_offsets(mask, size)
