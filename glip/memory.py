@@ -134,6 +134,21 @@ def large_forward(reference: torch.Tensor, stride: int = 1) -> Iterator[bool]:
                     _mode = ""
 
 
+def in_place(*tensors: torch.Tensor) -> bool:
+    """Whether a forward may write its intermediates in place or into reused buffers: CPU inference (no
+    autograd, not exporting, no CPU autocast) with tensors of one dtype. The model's in-place paths compute
+    the same operations on the same numbers as the out-of-place ones (the same bits); they only allocate
+    less (``benchmarks/memory.py``: fewer and smaller heap blocks, fewer page faults in the ``map`` mode)."""
+    first = tensors[0]
+    return (
+        first.device.type == "cpu"
+        and not torch.is_grad_enabled()
+        and not torch.compiler.is_exporting()
+        and not torch.is_autocast_enabled("cpu")
+        and all(t.dtype == first.dtype for t in tensors)
+    )
+
+
 def stage_end() -> None:
     """End of a stage of a large forward (backbone, each fusion / DyConv block): in the "stages" strategy,
     return the heap's free pages to the system. Nothing outside :func:`large_forward` or in other modes."""

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
+from glip.memory import in_place
+
 # the grid_sample path samples at most about this many elements of the (B, C*9, Ho*Wo) columns at once
 DEFORM_COLUMNS_MAX_ELEMENTS = 1 << 22
 
@@ -86,7 +88,7 @@ def deform_conv3x3_grid_sample(
         rows = max(1, min(out_h, DEFORM_COLUMNS_MAX_ELEMENTS // max(1, batch * channels * 9 * out_w)))
 
     def columns(grid_rows: torch.Tensor, mask_rows: torch.Tensor, band: int) -> torch.Tensor:
-        """(B, O, band*Wo): the conv over ``band`` output rows (their grid and mask rows)."""
+        """(B, C*9, band*Wo): the modulated samples of ``band`` output rows (their grid and mask rows)."""
         sampled = F.grid_sample(
             x,
             grid_rows.reshape(batch, 9 * band, out_w, 2),
@@ -95,18 +97,34 @@ def deform_conv3x3_grid_sample(
             align_corners=True,
         )
         sampled = sampled.view(batch, channels, 9, band, out_w).mul_(mask_rows[:, None])
-        return weight_2d @ sampled.reshape(batch, channels * 9, band * out_w)
+        return sampled.reshape(batch, channels * 9, band * out_w)
 
+    buffered = False
     if not banded or rows >= out_h:
-        out = columns(grid, mask, out_h)
+        out = weight_2d @ columns(grid, mask, out_h)
+    elif in_place(x, weight_2d):
+        buffered = True
+        # CPU inference: each band's product is copied into one output buffer as soon as it exists (no
+        # list of bands, no torch.cat; the same product as below: matmul's out= takes another GEMM path
+        # for a batch of several images, which rounds differently)
+        out = x.new_empty(batch, weight_2d.shape[0], out_h * out_w)
+        for top in range(0, out_h, rows):
+            band = min(rows, out_h - top)
+            cols = columns(grid[:, :, top : top + band], mask[:, :, top : top + band], band)
+            out[:, :, top * out_w : (top + band) * out_w] = weight_2d @ cols
     else:
         bands = []
         for top in range(0, out_h, rows):
             band = min(rows, out_h - top)
-            bands.append(columns(grid[:, :, top : top + band], mask[:, :, top : top + band], band))
+            bands.append(
+                weight_2d @ columns(grid[:, :, top : top + band], mask[:, :, top : top + band], band)
+            )
         out = torch.cat(bands, dim=-1)
     if bias is not None:
-        out = out + bias[None, :, None]
+        # in place only into the band buffer (row-major strides): a matmul's result can have other strides
+        # (a transposed view for a batch, odd strides on size-1 axes), which an in-place add would keep and
+        # an out-of-place add does not; GroupNorm then takes another kernel, which rounds differently
+        out = out.add_(bias[None, :, None]) if buffered else out + bias[None, :, None]
     return out.reshape(batch, -1, out_h, out_w)
 
 
@@ -162,6 +180,9 @@ class DyReLU(nn.Module):
         a2 = (a2 - 0.5) * 2.0
         b1 = b1 - 0.5
         b2 = b2 - 0.5
+        if in_place(x, coeffs):  # CPU inference: two large tensors instead of five (the same bits)
+            first = torch.mul(x, a1).add_(b1)
+            return torch.maximum(first, torch.mul(x, a2).add_(b2), out=first)
         return torch.maximum(x * a1 + b1, x * a2 + b2)
 
 
@@ -233,8 +254,11 @@ class DyConv(nn.Module):
                 )
             # mean over the terms, each weighted by its scale-aware attention (official: stack, mul, mean)
             total = None
-            for term in terms:
-                weighted = term * self._attention(term) if self.scale_attn is not None else term
+            for term in terms:  # each term is a fresh tensor (a conv's or the upsampling's output)
+                weighted = term
+                if self.scale_attn is not None:
+                    attention = self._attention(term)
+                    weighted = term.mul_(attention) if in_place(term, attention) else term * attention
                 total = weighted if total is None else total.add_(weighted)
             assert total is not None
             outputs.append(total.div_(len(terms)))

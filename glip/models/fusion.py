@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glip.memory import in_place
+
 # Official fuse_helper.py clamps attention logits to +-50000 ("data type half has quite limited range").
 LOGIT_CLAMP = 50000.0
 # Official fuse_helper.py fills masked text positions with -9e15 before the image->text softmax.
@@ -100,27 +102,38 @@ class BiMultiHeadAttention(nn.Module):
         if vision.device.type == "cpu" and not torch.compiler.is_exporting():
             group = max(1, min(heads, self.max_logit_elements // max(1, batch * num_vision * length)))
         out_vision = self.vision_out.bias.view(1, 1, -1).expand(batch, num_vision, vision_dim)
+        # CPU inference (no autograd, not exporting): the logits and both probability maps of every group
+        # are written into the same three buffers and the image output is accumulated in place, so a block
+        # allocates 4 large tensors instead of 4 per head group (same operations, same bits).
+        reuse = in_place(vision)
+        buffers: list[torch.Tensor] | None = None
         out_text_heads = []
         for start in range(0, heads, group):
             hs = slice(start, min(start + group, heads))
             count = hs.stop - hs.start
+            if reuse and (buffers is None or buffers[0].shape[-1] != count * length):
+                buffers = [vision.new_empty(batch, num_vision, count * length) for _ in range(3)]
             # (B, N, g*T): one GEMM for the group's heads, layout (B, N, g, T) so nothing big is permuted
             logits = torch.baddbmm(
                 query_bias[:, hs].reshape(batch, 1, count * length),
                 vision,
                 query_map[:, hs].permute(0, 2, 1, 3).reshape(batch, vision_dim, count * length),
+                **({"out": buffers[0]} if reuse and buffers is not None else {}),
             ).clamp_(-LOGIT_CLAMP, LOGIT_CLAMP)
             probs_vision, probs_text_t = self._probabilities(
-                logits.view(batch, num_vision, count, length), mask_fill
+                logits.view(batch, num_vision, count, length),
+                mask_fill,
+                None if buffers is None else [b.view(batch, num_vision, count, length) for b in buffers[1:]],
             )
             del logits
             # sum over the group's heads of P_h @ (V_h Wo_h^T)
-            out_vision = torch.baddbmm(
-                out_vision,
-                probs_vision.reshape(batch, num_vision, -1),
-                text_to_vision[:, hs].reshape(batch, count * length, vision_dim),
-            )  # (B, N, Cv)
-            del probs_vision
+            probs_flat = probs_vision.reshape(batch, num_vision, -1)
+            values = text_to_vision[:, hs].reshape(batch, count * length, vision_dim)
+            if reuse and start > 0:
+                out_vision.baddbmm_(probs_flat, values)
+            else:
+                out_vision = torch.baddbmm(out_vision, probs_flat, values)  # (B, N, Cv)
+            del probs_vision, probs_flat
             probs_text_t = probs_text_t.reshape(batch, num_vision, count * length)
             pooled = torch.bmm(probs_text_t.transpose(1, 2), vision).view(batch, count, length, vision_dim)
             out_text = torch.einsum("bhtc,hdc->bhtd", pooled, w_value[hs])  # P'_h v Wv_h^T
@@ -131,12 +144,13 @@ class BiMultiHeadAttention(nn.Module):
         return out_vision, self.text_out(out_text)
 
     def _probabilities(
-        self, logits: torch.Tensor, mask_fill: torch.Tensor | None
+        self, logits: torch.Tensor, mask_fill: torch.Tensor | None, out: list[torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Clamped logits (B, N, h, T) -> (image<-text probs (B, N, h, T), text<-image probs, same layout).
 
         ``mask_fill``: (B, T) the official additive text mask (1 on real tokens, -9e15 on padding), or None
-        when there is no padding.
+        when there is no padding. ``out``: two (B, N, h, T) buffers for the two results (inference only; the
+        mask is then added to ``logits`` in place).
 
         Text <- image: official softmax over the image tokens of ``(logits - max).clamp(-50000)``; the
         clamp can only touch values whose exp underflows to 0 anyway, so a plain softmax over N is the same.
@@ -144,10 +158,16 @@ class BiMultiHeadAttention(nn.Module):
         Image <- text: softmax over the text tokens after adding the official mask (-9e15 on padding, +1 on
         real tokens; a uniform +1 is a no-op for softmax, so it is only added where there is padding).
         """
-        probs_text_t = logits.softmax(dim=1)
-        if mask_fill is not None:
-            logits = logits + mask_fill[:, None, None, :]
-        probs_vision = logits.softmax(dim=-1)
+        if out is not None:
+            probs_text_t = torch.softmax(logits, dim=1, out=out[1])
+            if mask_fill is not None:
+                logits.add_(mask_fill[:, None, None, :])
+            probs_vision = torch.softmax(logits, dim=-1, out=out[0])
+        else:
+            probs_text_t = logits.softmax(dim=1)
+            if mask_fill is not None:
+                logits = logits + mask_fill[:, None, None, :]
+            probs_vision = logits.softmax(dim=-1)
         probs_vision = F.dropout(probs_vision, p=self.dropout, training=self.training)
         probs_text_t = F.dropout(probs_text_t, p=self.dropout, training=self.training)
         return probs_vision, probs_text_t
@@ -214,6 +234,9 @@ class FusionBlock(nn.Module):
         delta_vision, delta_text = self.attn(vision, text, text_mask)
         if not update_vision:
             return vision, text + self.text_gamma * delta_text
+        if in_place(vision, delta_vision, self.vision_gamma):
+            # CPU inference: the residual in place in the fresh delta (a + g * d and g * d + a are the same bits)
+            return delta_vision.mul_(self.vision_gamma).add_(vision), text + self.text_gamma * delta_text
         return vision + self.vision_gamma * delta_vision, text + self.text_gamma * delta_text
 
     def forward(

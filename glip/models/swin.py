@@ -20,6 +20,7 @@ Behaviour that matters for parity with the official code:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
+from glip.memory import in_place
 from glip.models.frozen import FrozenStages
 
 __all__ = [
@@ -80,6 +82,45 @@ def window_reverse(windows: Tensor, window_size: int, height: int, width: int) -
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, height, width, -1)
 
 
+@functools.lru_cache(maxsize=32)
+def window_gather_indices(
+    batch: int, height: int, width: int, window_size: int, shift: int
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Indices that take a block's tokens to its (shifted) windows and back, each in one ``index_select``.
+
+    The same as padding the ``(B, H, W, C)`` map right/bottom to multiples of ``w``, rolling it by
+    ``-shift``, :func:`window_partition`, and back: :func:`window_reverse`, rolling by ``+shift``, cropping.
+
+    Returns (CPU, int64):
+        gather: ``(B * Hp * Wp,)`` token row (of the ``(B * H * W, C)`` tokens) of each window slot, in
+            :func:`window_partition` order; padding slots point at row 0.
+        padding: ``(P,)`` the window slots that are padding (zero after the gather), or None.
+        scatter: ``(B * H * W,)`` window slot of each token in row-major order.
+    """
+    w = window_size
+    hp = (height + w - 1) // w * w
+    wp = (width + w - 1) // w * w
+    r = torch.arange(hp).view(hp // w, 1, w, 1)  # position in the rolled, padded map: window row, row in it
+    q = torch.arange(wp).view(1, wp // w, 1, w)
+    pr = (r + shift) % hp  # torch.roll(-shift): rolled[r] = padded[(r + shift) % hp]
+    pc = (q + shift) % wp
+    inside = (pr < height) & (pc < width)  # (hp/w, wp/w, w, w) in window_partition order
+    token = torch.where(inside, pr * width + pc, 0)
+    images = torch.arange(batch).view(batch, 1, 1, 1, 1)
+    gather = (token.unsqueeze(0) + images * (height * width)).reshape(-1)
+    padding = None
+    if not bool(inside.all()):
+        padding = (~inside).expand(batch, -1, -1, -1, -1).reshape(-1).nonzero().flatten()
+    # back: token (row, col) sits at rolled position ((row - shift) % hp, (col - shift) % wp)
+    rows = (torch.arange(height) - shift) % hp
+    cols = (torch.arange(width) - shift) % wp
+    slot_in_image = ((rows // w).view(-1, 1) * (wp // w) + (cols // w).view(1, -1)) * (w * w) + (
+        (rows % w).view(-1, 1) * w + (cols % w).view(1, -1)
+    )
+    scatter = (slot_in_image.unsqueeze(0) + torch.arange(batch).view(batch, 1, 1) * (hp * wp)).reshape(-1)
+    return gather, padding, scatter
+
+
 def relative_position_index(window_size: int) -> Tensor:
     """Index into the relative position bias table for every pair of tokens of a window.
 
@@ -128,8 +169,10 @@ def window_attention_mask(
             region[:, hs, ws, :] = count
             count += 1
     ids = window_partition(region, window_size).reshape(-1, n)  # (nW, N)
-    diff = ids.unsqueeze(1) - ids.unsqueeze(2)
-    return torch.zeros_like(diff).masked_fill(diff != 0, MASK_VALUE)
+    # (nW, N, N) zeros, MASK_VALUE where the two tokens' regions differ (no (nW, N, N) float temporaries)
+    return torch.zeros(num_windows, n, n, device=device).masked_fill_(
+        ids.unsqueeze(1) != ids.unsqueeze(2), MASK_VALUE
+    )
 
 
 def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
@@ -165,7 +208,10 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        hidden = self.fc1(x)
+        if in_place(hidden):  # CPU inference: GELU in place (the same bits, one large tensor fewer)
+            return self.fc2(torch.ops.aten.gelu_(hidden, approximate=self.act.approximate))
+        return self.fc2(self.act(hidden))
 
 
 class WindowAttention(nn.Module):
@@ -189,12 +235,14 @@ class WindowAttention(nn.Module):
         # CPU without autograd: windows are attended in chunks of this many (bounds the memory of big images)
         self.windows_per_chunk = 256
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None, out: Tensor | None = None) -> Tensor:
         """Attend within each window.
 
         Args:
             x: ``(num_windows * B, N, C)`` tokens of each window, ``N = w*w``.
             mask: ``(num_windows, N, N)`` additive mask (0 / -100) or ``None``.
+            out: where the chunked CPU inference path writes its result (may be ``x`` itself: each chunk is
+                read before it is written); elsewhere ignored.
 
         Returns:
             ``(num_windows * B, N, C)``.
@@ -207,7 +255,8 @@ class WindowAttention(nn.Module):
         ):
             return self._attend(x, mask, 0)
         # CPU inference on large maps: windows in chunks, so the (windows, heads, N, N) scores stay small
-        out = torch.empty_like(x)
+        if out is None:
+            out = torch.empty_like(x)
         for start in range(0, x.shape[0], self.windows_per_chunk):
             stop = min(start + self.windows_per_chunk, x.shape[0])
             out[start:stop] = self._attend(x[start:stop], mask, start)
@@ -218,19 +267,24 @@ class WindowAttention(nn.Module):
         bw, n, c = x.shape
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (bw, heads, N, hd)
-        q = q * self.scale
+        # CPU inference: scale, bias and mask are applied in place (the same bits, fewer temporaries)
+        reuse = in_place(x, self.relative_position_bias_table)
+        q = q.mul_(self.scale) if reuse else q * self.scale
         attn = q @ k.transpose(-2, -1)  # (bw, heads, N, N)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, self.num_heads).permute(2, 0, 1)
-        attn = attn + bias.unsqueeze(0)
+        bias = bias.view(n, n, self.num_heads).permute(2, 0, 1).unsqueeze(0)
+        attn = attn.add_(bias) if reuse else attn + bias
         if mask is not None:
             num_windows = mask.shape[0]
             if start == 0 and bw % num_windows == 0:
-                attn = attn.view(bw // num_windows, num_windows, self.num_heads, n, n) + mask[None, :, None]
-                attn = attn.view(bw, self.num_heads, n, n)
+                per_window = attn.view(bw // num_windows, num_windows, self.num_heads, n, n)
+                if reuse:
+                    per_window.add_(mask[None, :, None])
+                else:
+                    attn = (per_window + mask[None, :, None]).view(bw, self.num_heads, n, n)
             else:
                 index = torch.arange(start, start + bw, device=mask.device) % num_windows
-                attn = attn + mask[index][:, None]
+                attn = attn.add_(mask[index][:, None]) if reuse else attn + mask[index][:, None]
         # Explicit softmax in fp32, as in the official code (no fused SDPA).
         attn = attn.softmax(dim=-1)
         out = (attn @ v).transpose(1, 2).reshape(bw, n, c)
@@ -277,6 +331,13 @@ class SwinTransformerBlock(nn.Module):
         b, length, c = x.shape
         if length != height * width:
             raise ValueError(f"got {length} tokens for a {height}x{width} map")
+        if not (
+            torch.is_grad_enabled()
+            or self.training
+            or torch.compiler.is_exporting()
+            or x.device.type != "cpu"
+        ):
+            return self._forward_inference(x, height, width, attn_mask)
         w = self.window_size
         shortcut = x
         x = self.norm1(x).view(b, height, width, c)
@@ -299,20 +360,33 @@ class SwinTransformerBlock(nn.Module):
         if pad_b or pad_r:
             x = x[:, :height, :width, :].contiguous()
         x = shortcut + self.drop_path(x.reshape(b, height * width, c))
-        if (
-            torch.is_grad_enabled()
-            or self.training
-            or torch.compiler.is_exporting()
-            or x.device.type != "cpu"
-            or b * length <= self.tokens_per_chunk
-        ):
-            return x + self.drop_path(self.mlp(self.norm2(x)))
-        # CPU inference on large maps: the MLP (4x wider hidden layer) in chunks of tokens, added in place
-        flat = x.view(b * length, c)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def _forward_inference(self, x: Tensor, height: int, width: int, attn_mask: Tensor | None) -> Tensor:
+        """:meth:`forward` for CPU inference, with two large allocations instead of ten.
+
+        Padding, the cyclic shift and the window partition are one ``index_select`` (and back another, into
+        the normed tokens' buffer); the attention writes over its input windows chunk by chunk; the MLP
+        (4x wider hidden layer) runs over chunks of tokens, added in place. The same operations on the same
+        numbers as :meth:`forward` (gathers copy exactly, ``a + b`` is ``b + a``), so the same bits.
+        x: ``(B, H*W, C)`` -> ``(B, H*W, C)``.
+        """
+        b, length, c = x.shape
+        w = self.window_size
+        gather, padding, scatter = window_gather_indices(b, height, width, w, self.shift_size)
+        normed = self.norm1(x).view(b * length, c)
+        windows = normed.index_select(0, gather)  # (B * Hp * Wp, C) in window_partition order
+        if padding is not None:
+            windows.index_fill_(0, padding, 0.0)  # official: padded after norm1, so the padding is 0
+        windows = windows.view(-1, w * w, c)
+        windows = self.attn(windows, mask=attn_mask if self.shift_size > 0 else None, out=windows)
+        out = torch.index_select(windows.view(-1, c), 0, scatter, out=normed)  # (B * H * W, C)
+        del windows
+        out += x.view(b * length, c)  # the residual
         for start in range(0, b * length, self.tokens_per_chunk):
-            part = flat[start : start + self.tokens_per_chunk]
+            part = out[start : start + self.tokens_per_chunk]
             part += self.mlp(self.norm2(part))
-        return x
+        return out.view(b, length, c)
 
 
 class PatchMerging(nn.Module):

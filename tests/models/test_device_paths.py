@@ -41,7 +41,8 @@ def test_fusion_groups_heads_on_cpu_only_and_never_syncs_off_cpu():
     attn.max_logit_elements = 50 * 6  # one head per group on CPU
     with torch.no_grad(), OpCounter() as cpu:
         attn(*_fusion_inputs("cpu"))
-    assert cpu.calls["baddbmm"] == 2 * 4  # logits + image output, per head
+    # logits + image output, per head (CPU inference accumulates the image output in place after the first)
+    assert cpu.calls["baddbmm"] + cpu.calls["baddbmm_"] == 2 * 4 and cpu.calls["baddbmm_"] == 3
     meta_attn = BiMultiHeadAttention(16, 12, 32, 4, 0.0).eval().to("meta")
     meta_attn.max_logit_elements = 50 * 6
     with torch.no_grad(), OpCounter() as meta:
@@ -75,7 +76,8 @@ def test_deformable_bands_on_cpu_only(monkeypatch):
     cpu_args = {k: torch.randn(*s, generator=generator) for k, s in shapes.items()}
     with torch.no_grad(), OpCounter() as cpu:
         out = dyhead.deform_conv3x3_grid_sample(**cpu_args, bias=None, stride=1)
-    assert cpu.calls["grid_sampler_2d"] == 5 and cpu.calls["cat"] == 1
+    # CPU inference: each band's matmul writes into one output buffer (no torch.cat)
+    assert cpu.calls["grid_sampler_2d"] == 5 and cpu.calls["cat"] == 0
     meta_args = {k: v.to("meta") for k, v in cpu_args.items()}
     with torch.no_grad(), OpCounter() as meta:
         meta_out = dyhead.deform_conv3x3_grid_sample(**meta_args, bias=None, stride=1)
