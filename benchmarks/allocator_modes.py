@@ -12,8 +12,7 @@ high-water mark, so it only grows). Prints one JSON line per configuration:
 
 A configuration is ``RELEASE[:SCALE[:ENV=VALUE+ENV=VALUE]]``: ``SCALE`` multiplies the four chunk sizes
 (1 = the library's), the variables are set for that child only (``GLIP_MEMORY_HEAP_THRESHOLD``,
-``GLIP_MEMORY_STAGE_TRIM``, ``GLIP_MEMORY_TRIM_THRESHOLD``, ``MALLOC_ARENA_MAX``, and
-``GLIP_MEMORY_MAP_THRESHOLD``, which this script applies to ``glip.memory.MAP_THRESHOLD``).
+``GLIP_MEMORY_STAGE_TRIM``, ``GLIP_MEMORY_TRIM_THRESHOLD``, ``GLIP_MEMORY_MAP_THRESHOLD``, ``MALLOC_ARENA_MAX``).
 """
 
 from __future__ import annotations

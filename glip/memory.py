@@ -10,9 +10,12 @@ predictor's batch (its backbone and every prompt's head, so that many prompts sh
 no-grad CPU forward over a large input it changes glibc's allocator settings, by one of two strategies:
 
 * ``"map"`` (the default, ``RELEASE = "auto"``): glibc's mmap threshold is set to :data:`MAP_THRESHOLD`
-  (1 MB), so every block above that size is mapped on allocation and returned to the system when freed.
-  Measured (``docs/benchmarks.md``): GLIP-T ~1.88 GB instead of ~2.06 GB peak, but ~1.55x the forward time on
-  2 cores: every fresh mapping is page-faulted and zeroed by the kernel (3.3 M page faults per forward).
+  (16 MB), so the largest blocks are mapped on allocation and returned to the system when freed, and the
+  rest comes from the heap, whose freed blocks are reused without page faults. Measured (``docs/benchmarks.md``,
+  GLIP-T at 800x1333, 2 cores): ~1.09x the time of ``"never"`` at ~1960 MB instead of ~2000-2060 MB. With a
+  1 MB threshold (the default before 2026-12-07) the peak is ~1870 MB but the forward takes ~1.5x: every
+  fresh mapping is page-faulted and zeroed by the kernel. The model's CPU inference paths allocate little
+  (:func:`in_place`; ``benchmarks/allocations.py``), which is what makes the larger threshold cheap.
 * ``"stages"`` (opt-in, ``GLIP_MEMORY_RELEASE=stages``): blocks up to :data:`HEAP_THRESHOLD` (32 MB) come
   from the heap (fixed, so glibc's dynamic adjustment does not move it), glibc's own trimming is held back
   (:data:`TRIM_THRESHOLD`), and free heap pages are returned only at stage ends (:func:`stage_end`: after
@@ -24,7 +27,9 @@ Both return free heap pages (``malloc_trim``) on entry and exit; on exit the thr
 :data:`RESTORE_THRESHOLD`, the value glibc's own adjustment reaches in a process that frees large tensors.
 Results do not change (tested).
 
-``glip.memory.RELEASE = "never"`` (or the environment variable ``GLIP_MEMORY_RELEASE=never``) turns it off;
+``GLIP_MEMORY_MAP_THRESHOLD`` (bytes, read at import) sets :data:`MAP_THRESHOLD` (e.g. ``1048576`` for the lowest
+peak at ~1.5x the time). ``glip.memory.RELEASE = "never"`` (or the environment variable
+``GLIP_MEMORY_RELEASE=never``) turns it off;
 with a C library other than glibc it does nothing. Training (autograd on) and accelerator tensors are never
 affected.
 """
@@ -44,8 +49,10 @@ import torch
 RELEASE = os.environ.get("GLIP_MEMORY_RELEASE", "auto")  # "auto" | "stages" | "map" | "never"
 # inputs smaller than one 512x512 image (batch x height x width in image pixels) are not worth it
 MIN_PIXELS = 512 * 512
-# "map": every block above this size is mapped on allocation and unmapped when freed
-MAP_THRESHOLD = 1 << 20
+# "map": every block of this size or more is mapped on allocation and unmapped when freed (16 MB: the
+# largest intermediates of a GLIP-T forward at 800x1333; smaller ones come from the heap, reused without page
+# faults; docs/benchmarks.md compares 1, 8 and 16 MB)
+MAP_THRESHOLD = int(os.environ.get("GLIP_MEMORY_MAP_THRESHOLD", 16 << 20))
 MMAP_THRESHOLD = MAP_THRESHOLD  # the old name
 # "stages": blocks up to this size come from the heap (fixed: no dynamic adjustment during the forward);
 # free heap pages are returned only at stage ends (stage_end)

@@ -27,8 +27,9 @@ def rss_mb():
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
-def churn(count=40, size_mb=4):
-    # blocks of size_mb, each followed by a 128 KB tensor that pins the heap top; free the big ones
+def churn(count=8, size_mb=max(4, memory.MAP_THRESHOLD // 2**20 + 4)):
+    # blocks of size_mb (above the "map" threshold), each followed by a 128 KB tensor that pins the heap
+    # top; free the big ones
     before = rss_mb()
     big, pins = [], []
     for _ in range(count):
@@ -38,9 +39,9 @@ def churn(count=40, size_mb=4):
     return rss_mb() - before
 
 memory.RELEASE = sys.argv[2]
-# a freed 16 MB block raises glibc's dynamic mmap threshold to 16 MB: 4 MB blocks then come from the heap
-# and stay resident after they are freed
-big = torch.ones(4 * 2**20)
+# a freed 31 MB block raises glibc's dynamic mmap threshold to 31 MB: the churn's blocks then come from the
+# heap and stay resident after they are freed
+big = torch.ones(31 * 2**18)
 del big
 phase = sys.argv[1]
 with torch.no_grad():
@@ -75,7 +76,7 @@ def kept_mb(phase: str, release: str) -> float:
 
 @needs_glibc
 def test_freed_blocks_go_back_at_once_by_default():
-    # 160 MB of 4 MB blocks allocated and freed
+    # 8 blocks of MAP_THRESHOLD + 4 MB (160 MB at the 16 MB default) allocated and freed
     assert kept_mb("outside", "auto") > 100  # glibc's usual behaviour: most of it stays resident
     assert kept_mb("inside", "auto") < 20  # mapped blocks go back when freed (the pins stay: 5 MB)
     assert kept_mb("after", "auto") > 100  # the usual behaviour is back after the forward
