@@ -18,6 +18,7 @@ A configuration is ``RELEASE[:SCALE[:ENV=VALUE+ENV=VALUE]]``: ``SCALE`` multipli
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -31,6 +32,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def child(release: str, scale: float, repeats: int, threads: int) -> dict:
+    importlib.import_module("glip")  # before torch, as a user would: glip asks torch for huge pages
     import torch
     from latency import tokenize
 

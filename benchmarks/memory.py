@@ -25,6 +25,7 @@ after the first, and its ratio to the fastest mode of the same run. Environment 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import subprocess
 import sys
@@ -84,6 +85,7 @@ def attach(model, sampler: StageSampler) -> None:  # type: ignore[no-untyped-def
 
 def run(args: argparse.Namespace) -> dict:
     torch_start = rss_mb()
+    importlib.import_module("glip")  # before torch, as a user would: glip asks torch for huge pages
     import torch
 
     import glip.memory

@@ -66,3 +66,19 @@ def test_reference_outputs_bit_identical_with_and_without(reference_dir, tmp_pat
     assert len(flushed) == len(kept) > 0
     for a, b in zip(flushed, kept):
         assert torch.equal(a, b)
+
+
+def _thp_after(code: str, **env: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "GLIP_HUGE_PAGES")}
+    command = [sys.executable, "-c", code + "; import os; print(os.environ.get('THP_MEM_ALLOC_ENABLE'))"]
+    done = subprocess.run(command, capture_output=True, text=True, env={**clean, **env}, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_import_glip_asks_torch_for_huge_pages():
+    """glip/__init__.py sets THP_MEM_ALLOC_ENABLE=1 before torch is imported (torch reads it once), unless
+    GLIP_HUGE_PAGES=0 or the user set the variable; after torch it changes nothing (it could not work)."""
+    assert _thp_after("import glip") == "1"
+    assert _thp_after("import glip", GLIP_HUGE_PAGES="0") == "None"
+    assert _thp_after("import glip", THP_MEM_ALLOC_ENABLE="0") == "0"
+    assert _thp_after("import torch, glip") == "None"
