@@ -49,10 +49,25 @@ import torch
 RELEASE = os.environ.get("GLIP_MEMORY_RELEASE", "auto")  # "auto" | "stages" | "map" | "never"
 # inputs smaller than one 512x512 image (batch x height x width in image pixels) are not worth it
 MIN_PIXELS = 512 * 512
+
+
 # "map": every block of this size or more is mapped on allocation and unmapped when freed (16 MB: the
 # largest intermediates of a GLIP-T forward at 800x1333; smaller ones come from the heap, reused without page
 # faults; docs/benchmarks.md compares 1, 8 and 16 MB)
-MAP_THRESHOLD = int(os.environ.get("GLIP_MEMORY_MAP_THRESHOLD", 16 << 20))
+def _env_bytes(name: str, default: int) -> int:
+    """A size in bytes from the environment, at most glibc's largest mmap threshold (32 MB on 64-bit systems:
+    mallopt refuses more, silently)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r}: expected a size in bytes, e.g. {default}") from None
+    return max(0, min(value, 32 << 20))
+
+
+MAP_THRESHOLD = _env_bytes("GLIP_MEMORY_MAP_THRESHOLD", 16 << 20)
 MMAP_THRESHOLD = MAP_THRESHOLD  # the old name
 # "stages": blocks up to this size come from the heap (fixed: no dynamic adjustment during the forward);
 # free heap pages are returned only at stage ends (stage_end)

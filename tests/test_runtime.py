@@ -79,6 +79,9 @@ def test_import_glip_asks_torch_for_huge_pages():
     """glip/__init__.py sets THP_MEM_ALLOC_ENABLE=1 before torch is imported (torch reads it once), unless
     GLIP_HUGE_PAGES=0 or the user set the variable; after torch it changes nothing (it could not work)."""
     assert _thp_after("import glip") == "1"
+    # and torch follows it: with it, large blocks are page-aligned (then madvised for huge pages)
+    aligned = "import glip, torch; assert torch.empty(8 << 20).data_ptr() % 4096 == 0"
+    assert _thp_after(aligned) == "1"
     assert _thp_after("import glip", GLIP_HUGE_PAGES="0") == "None"
     assert _thp_after("import glip", THP_MEM_ALLOC_ENABLE="0") == "0"
     assert _thp_after("import torch, glip") == "None"

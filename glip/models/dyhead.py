@@ -172,17 +172,19 @@ class DyReLU(nn.Module):
             nn.Linear(channels // reduction, channels * 4),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, C, H, W) -> (B, C, H, W)."""
+    def forward(self, x: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+        """x: (B, C, H, W) -> (B, C, H, W). ``overwrite``: ``x`` is the caller's to reuse (CPU inference then
+        computes the second branch in it)."""
         coeffs = h_sigmoid(self.fc(x.mean(dim=(2, 3))))[:, :, None, None]  # (B, 4C, 1, 1)
         a1, b1, a2, b2 = torch.split(coeffs, self.channels, dim=1)
         a1 = (a1 - 0.5) * 2.0 + 1.0  # lambda_a = 2 * 1.0, init_a = (1, 0), init_b = (0, 0)
         a2 = (a2 - 0.5) * 2.0
         b1 = b1 - 0.5
         b2 = b2 - 0.5
-        if in_place(x, coeffs):  # CPU inference: two large tensors instead of five (the same bits)
+        if in_place(x, coeffs):  # CPU inference: one or two large tensors instead of five (the same bits)
             first = torch.mul(x, a1).add_(b1)
-            return torch.maximum(first, torch.mul(x, a2).add_(b2), out=first)
+            second = x.mul_(a2) if overwrite else torch.mul(x, a2)
+            return torch.maximum(first, second.add_(b2), out=first)
         return torch.maximum(x * a1 + b1, x * a2 + b2)
 
 
@@ -263,5 +265,5 @@ class DyConv(nn.Module):
             assert total is not None
             outputs.append(total.div_(len(terms)))
         if self.dyrelu is not None:
-            outputs = [self.dyrelu(o) for o in outputs]
+            outputs = [self.dyrelu(o, overwrite=True) for o in outputs]  # each o is this block's own
         return outputs

@@ -105,7 +105,7 @@ class BiMultiHeadAttention(nn.Module):
         # CPU inference (no autograd, not exporting): the logits and both probability maps of every group
         # are written into the same three buffers and the image output is accumulated in place, so a block
         # allocates 4 large tensors instead of 4 per head group (same operations, same bits).
-        reuse = in_place(vision)
+        reuse = in_place(vision) if mask_fill is None else in_place(vision, mask_fill)
         buffers: list[torch.Tensor] | None = None
         out_text_heads = []
         for start in range(0, heads, group):

@@ -47,6 +47,10 @@ __all__ = [
 # Value written into the shifted-window attention mask for token pairs from different regions
 # (official swint.py uses masked_fill(..., float(-100.0)), not -inf).
 MASK_VALUE = -100.0
+# CPU inference: the largest intermediate of a window-attention chunk (its qkv, windows x N x 3C) and of an MLP
+# chunk (its hidden layer, tokens x 4C) holds at most about this many elements: 256 windows of Swin-T's first
+# stage (14 MB fp32), under glip.memory's 16 MB map threshold, so chunks are reused from the heap
+CHUNK_ELEMENTS = 256 * 49 * 3 * 96
 
 
 def window_partition(x: Tensor, window_size: int) -> Tensor:
@@ -100,24 +104,28 @@ def window_gather_indices(
     w = window_size
     hp = (height + w - 1) // w * w
     wp = (width + w - 1) // w * w
-    r = torch.arange(hp).view(hp // w, 1, w, 1)  # position in the rolled, padded map: window row, row in it
-    q = torch.arange(wp).view(1, wp // w, 1, w)
+    r = torch.arange(hp, device="cpu").view(
+        hp // w, 1, w, 1
+    )  # position in the rolled, padded map: window row, row in it
+    q = torch.arange(wp, device="cpu").view(1, wp // w, 1, w)
     pr = (r + shift) % hp  # torch.roll(-shift): rolled[r] = padded[(r + shift) % hp]
     pc = (q + shift) % wp
     inside = (pr < height) & (pc < width)  # (hp/w, wp/w, w, w) in window_partition order
     token = torch.where(inside, pr * width + pc, 0)
-    images = torch.arange(batch).view(batch, 1, 1, 1, 1)
+    images = torch.arange(batch, device="cpu").view(batch, 1, 1, 1, 1)
     gather = (token.unsqueeze(0) + images * (height * width)).reshape(-1)
     padding = None
     if not bool(inside.all()):
         padding = (~inside).expand(batch, -1, -1, -1, -1).reshape(-1).nonzero().flatten()
     # back: token (row, col) sits at rolled position ((row - shift) % hp, (col - shift) % wp)
-    rows = (torch.arange(height) - shift) % hp
-    cols = (torch.arange(width) - shift) % wp
+    rows = (torch.arange(height, device="cpu") - shift) % hp
+    cols = (torch.arange(width, device="cpu") - shift) % wp
     slot_in_image = ((rows // w).view(-1, 1) * (wp // w) + (cols // w).view(1, -1)) * (w * w) + (
         (rows % w).view(-1, 1) * w + (cols % w).view(1, -1)
     )
-    scatter = (slot_in_image.unsqueeze(0) + torch.arange(batch).view(batch, 1, 1) * (hp * wp)).reshape(-1)
+    scatter = (
+        slot_in_image.unsqueeze(0) + torch.arange(batch, device="cpu").view(batch, 1, 1) * (hp * wp)
+    ).reshape(-1)
     return gather, padding, scatter
 
 
@@ -247,18 +255,17 @@ class WindowAttention(nn.Module):
         Returns:
             ``(num_windows * B, N, C)``.
         """
-        if (
-            torch.is_grad_enabled()
-            or torch.compiler.is_exporting()
-            or x.device.type != "cpu"
-            or x.shape[0] <= self.windows_per_chunk
-        ):
+        if torch.is_grad_enabled() or torch.compiler.is_exporting() or x.device.type != "cpu":
+            return self._attend(x, mask, 0)
+        # chunks of at most windows_per_chunk windows and at most CHUNK_ELEMENTS elements of qkv
+        chunk = max(1, min(self.windows_per_chunk, CHUNK_ELEMENTS // (x.shape[1] * 3 * self.dim)))
+        if x.shape[0] <= chunk:
             return self._attend(x, mask, 0)
         # CPU inference on large maps: windows in chunks, so the (windows, heads, N, N) scores stay small
         if out is None:
             out = torch.empty_like(x)
-        for start in range(0, x.shape[0], self.windows_per_chunk):
-            stop = min(start + self.windows_per_chunk, x.shape[0])
+        for start in range(0, x.shape[0], chunk):
+            stop = min(start + chunk, x.shape[0])
             out[start:stop] = self._attend(x[start:stop], mask, start)
         return out
 
@@ -331,12 +338,7 @@ class SwinTransformerBlock(nn.Module):
         b, length, c = x.shape
         if length != height * width:
             raise ValueError(f"got {length} tokens for a {height}x{width} map")
-        if not (
-            torch.is_grad_enabled()
-            or self.training
-            or torch.compiler.is_exporting()
-            or x.device.type != "cpu"
-        ):
+        if not self.training and in_place(x, self.norm1.weight):  # CPU inference, no autocast
             return self._forward_inference(x, height, width, attn_mask)
         w = self.window_size
         shortcut = x
@@ -382,9 +384,11 @@ class SwinTransformerBlock(nn.Module):
         windows = self.attn(windows, mask=attn_mask if self.shift_size > 0 else None, out=windows)
         out = torch.index_select(windows.view(-1, c), 0, scatter, out=normed)  # (B * H * W, C)
         del windows
-        out += x.view(b * length, c)  # the residual
-        for start in range(0, b * length, self.tokens_per_chunk):
-            part = out[start : start + self.tokens_per_chunk]
+        out += x.reshape(b * length, c)  # the residual
+        # at most tokens_per_chunk tokens, and at most CHUNK_ELEMENTS elements of the hidden layer
+        chunk = max(1, min(self.tokens_per_chunk, CHUNK_ELEMENTS // self.mlp.fc1.out_features))
+        for start in range(0, b * length, chunk):
+            part = out[start : start + chunk]
             part += self.mlp(self.norm2(part))
         return out.view(b, length, c)
 
