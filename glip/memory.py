@@ -51,12 +51,8 @@ RELEASE = os.environ.get("GLIP_MEMORY_RELEASE", "auto")  # "auto" | "stages" | "
 MIN_PIXELS = 512 * 512
 
 
-# "map": every block of this size or more is mapped on allocation and unmapped when freed (16 MB: the
-# largest intermediates of a GLIP-T forward at 800x1333; smaller ones come from the heap, reused without page
-# faults; docs/benchmarks.md compares 1, 8 and 16 MB)
-def _env_bytes(name: str, default: int) -> int:
-    """A size in bytes from the environment, at most glibc's largest mmap threshold (32 MB on 64-bit systems:
-    mallopt refuses more, silently)."""
+def _env_bytes(name: str, default: int, maximum: int | None = None) -> int:
+    """A size in bytes from the environment (``default`` when unset), at most ``maximum``."""
     text = os.environ.get(name, "").strip()
     if not text:
         return default
@@ -64,17 +60,22 @@ def _env_bytes(name: str, default: int) -> int:
         value = int(text)
     except ValueError:
         raise ValueError(f"{name}={text!r}: expected a size in bytes, e.g. {default}") from None
-    return max(0, min(value, 32 << 20))
+    return max(0, value if maximum is None else min(value, maximum))
 
 
-MAP_THRESHOLD = _env_bytes("GLIP_MEMORY_MAP_THRESHOLD", 16 << 20)
+# glibc's largest mmap threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX): mallopt refuses more, silently
+MAX_MMAP_THRESHOLD = 32 << 20
+# "map": every block of this size or more is mapped on allocation and unmapped when freed (16 MB: the
+# largest intermediates of a GLIP-T forward at 800x1333; smaller ones come from the heap, reused without page
+# faults; docs/benchmarks.md compares 1, 8 and 16 MB)
+MAP_THRESHOLD = _env_bytes("GLIP_MEMORY_MAP_THRESHOLD", 16 << 20, MAX_MMAP_THRESHOLD)
 MMAP_THRESHOLD = MAP_THRESHOLD  # the old name
 # "stages": blocks up to this size come from the heap (fixed: no dynamic adjustment during the forward);
 # free heap pages are returned only at stage ends (stage_end)
-HEAP_THRESHOLD = int(os.environ.get("GLIP_MEMORY_HEAP_THRESHOLD", 32 << 20))
-TRIM_THRESHOLD = int(os.environ.get("GLIP_MEMORY_TRIM_THRESHOLD", 256 << 20))
+HEAP_THRESHOLD = _env_bytes("GLIP_MEMORY_HEAP_THRESHOLD", 32 << 20, MAX_MMAP_THRESHOLD)
+TRIM_THRESHOLD = _env_bytes("GLIP_MEMORY_TRIM_THRESHOLD", 256 << 20)
 STAGE_TRIM = os.environ.get("GLIP_MEMORY_STAGE_TRIM", "1") != "0"  # "stages": trim at stage ends
-RESTORE_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
+RESTORE_THRESHOLD = MAX_MMAP_THRESHOLD  # where glibc's dynamic adjustment ends
 RESTORE_TRIM_THRESHOLD = 2 * RESTORE_THRESHOLD  # what glibc's dynamic adjustment sets with it
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers (malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -160,7 +161,7 @@ def in_place(*tensors: torch.Tensor) -> bool:
     """Whether a forward may write its intermediates in place or into reused buffers: CPU inference (no
     autograd, not exporting, no CPU autocast) with tensors of one dtype. The model's in-place paths compute
     the same operations on the same numbers as the out-of-place ones (the same bits); they only allocate
-    less (``benchmarks/memory.py``: fewer and smaller heap blocks, fewer page faults in the ``map`` mode)."""
+    less (``benchmarks/allocations.py``: fewer and smaller blocks, fewer page faults in the ``map`` mode)."""
     first = tensors[0]
     return (
         first.device.type == "cpu"

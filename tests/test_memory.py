@@ -166,3 +166,18 @@ def test_forward_sets_the_thresholds_once_and_restores_them(monkeypatch):
     model(images, ids, mask)  # with autograd: untouched
     memory.stage_end()  # outside a large forward: nothing
     assert libc.calls == []
+
+
+def test_sizes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("GLIP_TEST_BYTES", "1048576")
+    assert memory._env_bytes("GLIP_TEST_BYTES", 5) == 1 << 20
+    monkeypatch.setenv("GLIP_TEST_BYTES", str(64 << 20))
+    assert (
+        memory._env_bytes("GLIP_TEST_BYTES", 5, memory.MAX_MMAP_THRESHOLD) == 32 << 20
+    )  # glibc refuses more
+    assert memory._env_bytes("GLIP_TEST_BYTES", 5) == 64 << 20  # no maximum: kept
+    monkeypatch.setenv("GLIP_TEST_BYTES", " ")
+    assert memory._env_bytes("GLIP_TEST_BYTES", 5) == 5
+    monkeypatch.setenv("GLIP_TEST_BYTES", "16MB")
+    with pytest.raises(ValueError, match="GLIP_TEST_BYTES='16MB': expected a size in bytes"):
+        memory._env_bytes("GLIP_TEST_BYTES", 5)

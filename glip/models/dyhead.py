@@ -102,24 +102,22 @@ def deform_conv3x3_grid_sample(
     buffered = False
     if not banded or rows >= out_h:
         out = weight_2d @ columns(grid, mask, out_h)
-    elif in_place(x, weight_2d):
-        buffered = True
-        # CPU inference: each band's product is copied into one output buffer as soon as it exists (no
-        # list of bands, no torch.cat; the same product as below: matmul's out= takes another GEMM path
-        # for a batch of several images, which rounds differently)
-        out = x.new_empty(batch, weight_2d.shape[0], out_h * out_w)
-        for top in range(0, out_h, rows):
-            band = min(rows, out_h - top)
-            cols = columns(grid[:, :, top : top + band], mask[:, :, top : top + band], band)
-            out[:, :, top * out_w : (top + band) * out_w] = weight_2d @ cols
     else:
+        # CPU inference: each band's product is copied into one output buffer as soon as it exists (no list
+        # of bands, no torch.cat; the same product either way: matmul's out= would take another GEMM path for
+        # a batch of several images, which rounds differently)
+        buffered = in_place(x, weight_2d)
+        out = x.new_empty(batch, weight_2d.shape[0], out_h * out_w) if buffered else None
         bands = []
         for top in range(0, out_h, rows):
             band = min(rows, out_h - top)
-            bands.append(
-                weight_2d @ columns(grid[:, :, top : top + band], mask[:, :, top : top + band], band)
-            )
-        out = torch.cat(bands, dim=-1)
+            product = weight_2d @ columns(grid[:, :, top : top + band], mask[:, :, top : top + band], band)
+            if out is not None:
+                out[:, :, top * out_w : (top + band) * out_w] = product
+            else:
+                bands.append(product)
+        if out is None:
+            out = torch.cat(bands, dim=-1)
     if bias is not None:
         # in place only into the band buffer (row-major strides): a matmul's result can have other strides
         # (a transposed view for a batch, odd strides on size-1 axes), which an in-place add would keep and

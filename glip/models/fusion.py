@@ -102,8 +102,8 @@ class BiMultiHeadAttention(nn.Module):
         if vision.device.type == "cpu" and not torch.compiler.is_exporting():
             group = max(1, min(heads, self.max_logit_elements // max(1, batch * num_vision * length)))
         out_vision = self.vision_out.bias.view(1, 1, -1).expand(batch, num_vision, vision_dim)
-        # CPU inference (no autograd, not exporting): the logits and both probability maps of every group
-        # are written into the same three buffers and the image output is accumulated in place, so a block
+        # CPU inference (glip.memory.in_place): the logits and both probability maps of every group are
+        # written into the same three buffers and the image output is accumulated in place, so a block
         # allocates 4 large tensors instead of 4 per head group (same operations, same bits).
         reuse = in_place(vision) if mask_fill is None else in_place(vision, mask_fill)
         buffers: list[torch.Tensor] | None = None
@@ -118,7 +118,7 @@ class BiMultiHeadAttention(nn.Module):
                 query_bias[:, hs].reshape(batch, 1, count * length),
                 vision,
                 query_map[:, hs].permute(0, 2, 1, 3).reshape(batch, vision_dim, count * length),
-                **({"out": buffers[0]} if reuse and buffers is not None else {}),
+                **({"out": buffers[0]} if buffers is not None else {}),
             ).clamp_(-LOGIT_CLAMP, LOGIT_CLAMP)
             probs_vision, probs_text_t = self._probabilities(
                 logits.view(batch, num_vision, count, length),

@@ -104,9 +104,8 @@ def window_gather_indices(
     w = window_size
     hp = (height + w - 1) // w * w
     wp = (width + w - 1) // w * w
-    r = torch.arange(hp, device="cpu").view(
-        hp // w, 1, w, 1
-    )  # position in the rolled, padded map: window row, row in it
+    # position in the rolled, padded map: (window row, row in it) and (window column, column in it)
+    r = torch.arange(hp, device="cpu").view(hp // w, 1, w, 1)
     q = torch.arange(wp, device="cpu").view(1, wp // w, 1, w)
     pr = (r + shift) % hp  # torch.roll(-shift): rolled[r] = padded[(r + shift) % hp]
     pc = (q + shift) % wp
@@ -362,7 +361,24 @@ class SwinTransformerBlock(nn.Module):
         if pad_b or pad_r:
             x = x[:, :height, :width, :].contiguous()
         x = shortcut + self.drop_path(x.reshape(b, height * width, c))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        if (
+            torch.is_grad_enabled()
+            or self.training
+            or torch.compiler.is_exporting()
+            or x.device.type != "cpu"
+        ):
+            return x + self.drop_path(self.mlp(self.norm2(x)))
+        # CPU inference under autocast (the in-place path above needs one dtype): the MLP still in chunks
+        return self._add_mlp(x.reshape(b * length, c)).view(b, length, c)
+
+    def _add_mlp(self, tokens: Tensor) -> Tensor:
+        """``tokens += MLP(norm2(tokens))`` over chunks of at most ``tokens_per_chunk`` tokens and at most
+        :data:`CHUNK_ELEMENTS` elements of the (4x wider) hidden layer; CPU inference. (N, C) -> the same."""
+        chunk = max(1, min(self.tokens_per_chunk, CHUNK_ELEMENTS // self.mlp.fc1.out_features))
+        for start in range(0, tokens.shape[0], chunk):
+            part = tokens[start : start + chunk]
+            part += self.mlp(self.norm2(part))
+        return tokens
 
     def _forward_inference(self, x: Tensor, height: int, width: int, attn_mask: Tensor | None) -> Tensor:
         """:meth:`forward` for CPU inference, with two large allocations instead of ten.
@@ -385,12 +401,7 @@ class SwinTransformerBlock(nn.Module):
         out = torch.index_select(windows.view(-1, c), 0, scatter, out=normed)  # (B * H * W, C)
         del windows
         out += x.reshape(b * length, c)  # the residual
-        # at most tokens_per_chunk tokens, and at most CHUNK_ELEMENTS elements of the hidden layer
-        chunk = max(1, min(self.tokens_per_chunk, CHUNK_ELEMENTS // self.mlp.fc1.out_features))
-        for start in range(0, b * length, chunk):
-            part = out[start : start + chunk]
-            part += self.mlp(self.norm2(part))
-        return out.view(b, length, c)
+        return self._add_mlp(out).view(b, length, c)
 
 
 class PatchMerging(nn.Module):

@@ -157,3 +157,19 @@ def test_dyconv_and_dyrelu(monkeypatch):
     with torch.no_grad():
         relu(kept)
     assert torch.equal(kept, features[0])  # not overwritten unless asked
+
+
+def test_autocast_inference_still_chunks_the_mlp():
+    """Under CPU autocast the in-place path steps aside, but the MLP of a CPU inference still runs in chunks
+    (memory bound on large maps)."""
+    torch.manual_seed(0)
+    block = SwinTransformerBlock(8, 2, window_size=3, shift_size=1).eval()
+    block.tokens_per_chunk = 4
+    x = torch.randn(2, 20, 8)
+    mask = window_attention_mask(4, 5, 3, 1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), OpCounter() as calls:
+            chunked = block(x, 4, 5, mask)
+        whole = block(x, 4, 5, mask)  # autograd on: one MLP over all tokens
+    assert calls.calls["addmm"] == 2 + 2 * 10  # qkv + proj once (8 windows); fc1 + fc2 per 4 of 40 tokens
+    torch.testing.assert_close(chunked, whole.detach(), rtol=2e-2, atol=2e-2)
