@@ -144,7 +144,9 @@ def main() -> None:
     text = json.dumps(result, indent=1)
     print(text)
     if args.out is not None:
-        args.out.write_text(text + "\n")
+        from glip.fileio import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":
