@@ -14,6 +14,8 @@ C. grounded VL understanding (``glip.v2.vl_train.train_vl``): detection-as-groun
    names + grounded VQA (answer cross-entropy + the question entity's boxes) + grounded captioning (causal
    next-token cross-entropy + every captioned object's box) on the same images each step
    (``glip.data.synthetic.vl.SyntheticVL``, 192 px like the demo model);
+E. the VQA and captioning heads go on alone on the frozen GLIP of stage C (``--steps-e``, batch 8): they
+   read the grounding C trained, and the GLIP weights (stage B's inputs) do not change;
 B. the second stage (``glip.v2.segmentation.train_segmentation``): the language-guided mask head on the
    instance masks with everything else frozen (last, so the features it reads no longer change);
 then the package: ``glip/assets/demo_model_v2/`` (GLIP fp16 without the frozen MiniLM, which reloads from its
@@ -33,7 +35,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("A", "C", "D", "B", "package")
+STAGES = ("A", "C", "D", "E", "B", "package")
 
 
 def main() -> None:
@@ -67,6 +69,13 @@ def main() -> None:
         default=3e-3,
         help="stage D learning rate of the fusion layers' text_gamma / vision_gamma (image -> text information)",
     )
+    parser.add_argument(
+        "--steps-e",
+        type=int,
+        default=1000,
+        help="stage E steps: the VQA and captioning heads alone on the frozen GLIP of the last VL stage (0: skip)",
+    )
+    parser.add_argument("--batch-size-e", type=int, default=8)
     parser.add_argument("--steps-b", type=int, default=1200, help="stage B steps (the mask head)")
     parser.add_argument("--lr-b", type=float, default=1e-3)
     parser.add_argument("--from-stage", choices=STAGES, default="A")
@@ -85,7 +94,27 @@ def main() -> None:
         )
     timings["generate_s"] = time.perf_counter() - tick
     start = STAGES.index(args.from_stage)
-    for stage, run in (("A", stage_a), ("C", stage_c), ("D", stage_d), ("B", stage_b), ("package", package)):
+    for earlier in reversed(STAGES[:start]):  # a restarted run keeps the timings of the stages it skips
+        saved = work / f"timings_{earlier}.json"
+        if saved.exists():
+            kept = set(STAGES[:start])
+            timings.update(
+                {
+                    k: v
+                    for k, v in json.loads(saved.read_text()).items()
+                    if k[6:-2] in kept or k == "generate_s"
+                }
+            )
+            break
+    stages = (
+        ("A", stage_a),
+        ("C", stage_c),
+        ("D", stage_d),
+        ("E", stage_e),
+        ("B", stage_b),
+        ("package", package),
+    )
+    for stage, run in stages:
         if STAGES.index(stage) < start:
             continue
         tick = time.perf_counter()
@@ -103,7 +132,7 @@ def main() -> None:
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "threads": torch.get_num_threads(),
     }
-    for stage in ("A", "C", "D", "B"):
+    for stage in ("A", "C", "D", "E", "B"):
         summary = work / f"stage_{stage}" / "summary.json"
         if summary.exists():
             report[f"stage_{stage}"] = json.loads(summary.read_text())
@@ -254,6 +283,51 @@ def stage_d(args, work: Path, train_dir: Path) -> None:
         _vl_stage(args, work, "stage_C", "stage_D", args.steps_d, args.gamma_lr, args.seed + 1)
 
 
+def stage_e(args, work: Path, train_dir: Path) -> None:
+    """The VQA and captioning heads go on alone (GLIP frozen, no grounding losses: nothing they could move)
+    from the last VL stage; the GLIP weights, and so stage B's inputs, do not change."""
+    if args.steps_e <= 0:
+        return
+    from glip.v2.vl_train import VLTrainConfig, train_vl
+    from glip.weights.loading import load_model
+
+    source = _last_vl_stage(args, work)
+    glip = load_model(source / "model")
+    for p in glip.parameters():
+        p.requires_grad_(False)
+    vqa, captioner = _vl_models(glip, args.seed)
+    vqa.head.load_state_dict(torch.load(source / "vqa_head.pt", weights_only=True))
+    captioner.head.load_state_dict(torch.load(source / "caption_head.pt", weights_only=True))
+    history = train_vl(
+        glip,
+        _vl_data(glip, args),
+        VLTrainConfig(
+            steps=args.steps_e,
+            batch_size=args.batch_size_e,
+            head_lr=args.head_lr,
+            detection_weight=0.0,
+            ground_weight=0.0,
+            warmup_steps=20,
+            seed=args.seed + 2,
+            log_every=25,
+        ),
+        vqa=vqa,
+        captioner=captioner,
+    )
+    out = work / "stage_E"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    torch.save(vqa.head.state_dict(), out / "vqa_head.pt")
+    torch.save(captioner.head.state_dict(), out / "caption_head.pt")
+    (out / "summary.json").write_text(json.dumps({"history": history}, indent=2))
+
+
+def _heads_dir(args, work: Path) -> Path:
+    """Where the final VQA / captioning heads are: stage E's when it ran, else the last VL stage's."""
+    return work / "stage_E" if args.steps_e > 0 else _last_vl_stage(args, work)
+
+
 def stage_b(args, work: Path, train_dir: Path) -> None:
     """The second stage: the mask head on the instance masks, everything else frozen."""
     from glip.models.mask_head import MaskHead, MaskHeadConfig
@@ -291,11 +365,11 @@ def package(args, work: Path, train_dir: Path) -> None:
     from glip.v2.heads import save_vl_heads
     from glip.weights.loading import load_model, save_model
 
-    last = _last_vl_stage(args, work)
-    glip = load_model(last / "model")
+    glip = load_model(_last_vl_stage(args, work) / "model")
     vqa, captioner = _vl_models(glip, args.seed)
-    vqa.head.load_state_dict(torch.load(last / "vqa_head.pt", weights_only=True))
-    captioner.head.load_state_dict(torch.load(last / "caption_head.pt", weights_only=True))
+    heads = _heads_dir(args, work)
+    vqa.head.load_state_dict(torch.load(heads / "vqa_head.pt", weights_only=True))
+    captioner.head.load_state_dict(torch.load(heads / "caption_head.pt", weights_only=True))
     mask_head = load_mask_head(work / "stage_B")
     out = Path(args.out)
     if out.exists():

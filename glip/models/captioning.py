@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from glip.models.anchor_view import AnchorView, anchor_view
 from glip.models.glip import GLIP, GLIPOutput
 from glip.models.head_files import load_head_weights, read_head_meta, save_head_files
 from glip.preprocess import ImageBatch
@@ -44,22 +45,97 @@ _BANNED = (PAD_ID, UNK_ID, CLS_ID, MASK_ID)
 
 
 class CaptionHead(nn.Module):
-    """Next-token logits: Linear(D, D) -> GELU -> LayerNorm -> (word embeddings)^T + bias.
+    """Next-token logits from the causal fused text and the image it looks at (module docstring).
 
-    The decoder matrix is the text encoder's word-embedding table, passed at call time (tied, not copied:
-    no duplicate tensor in the state dict).
+    A multi-head cross-attention from each text position to the tower's anchor features, with a learned bias
+    over where each anchor lies relative to the object the caption last mentioned (found through the
+    model's own grounding of the tokens so far), then Linear(D, D) -> GELU -> LayerNorm -> (word
+    embeddings)^T + bias. The decoder matrix is the text encoder's word-embedding table, passed at call time
+    (tied, not copied: no duplicate tensor in the state dict).
     """
 
-    def __init__(self, hidden_dim: int, vocab_size: int, eps: float = 1e-12) -> None:
+    def __init__(
+        self,
+        hidden_dim: int,
+        vocab_size: int,
+        feature_dim: int,
+        fpn_dim: int,
+        heads: int = 4,
+        head_dim: int = 32,
+        frequencies: int = 4,
+        eps: float = 1e-12,
+    ) -> None:
         super().__init__()
+        self.heads, self.head_dim, self.frequencies = heads, head_dim, frequencies
+        width = heads * head_dim
+        position_dim = 4 * frequencies
+        self.text_norm = nn.LayerNorm(hidden_dim)
+        self.feature_norm = nn.LayerNorm(feature_dim)
+        self.fpn_norm = nn.LayerNorm(fpn_dim)
+        self.query = nn.Linear(hidden_dim, width)
+        self.key = nn.Linear(feature_dim + fpn_dim + position_dim, width)
+        self.value = nn.Linear(feature_dim + fpn_dim + position_dim, width)
+        self.out = nn.Linear(width, hidden_dim)
+        self.token_code = nn.Linear(hidden_dim, 8)
+        # where an anchor lies relative to the last mentioned object: (dx, dy, strength, x, y, 8 token codes)
+        self.relative = nn.Sequential(nn.Linear(13, 32), nn.GELU(), nn.Linear(32, heads))
+        self.recency = nn.Parameter(torch.tensor([1.0, 1.0]))  # weights of grounding strength and position
         self.transform = nn.Sequential(
             nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.LayerNorm(hidden_dim, eps=eps)
         )
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
-    def forward(self, fused_text: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
-        """fused_text: (B, T, D); word_embeddings: (V, D) -> logits (B, T, V)."""
-        return self.transform(fused_text) @ word_embeddings.t() + self.bias
+    def _positions(self, centres: torch.Tensor) -> torch.Tensor:
+        """centres (B, A, 2) in [0, 1] -> Fourier features (B, A, 4 * frequencies)."""
+        scales = 2.0 ** torch.arange(self.frequencies, device=centres.device, dtype=centres.dtype) * torch.pi
+        angles = (centres[..., None] * scales).flatten(-2)  # (B, A, 2F)
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+    def last_mentioned(self, view: AnchorView, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where the object the text last mentioned lies, per position: centre (B, T, 2) and strength (B, T).
+
+        Each token s grounds with strength g_s = max_A sigmoid(S_ground) at the S_ground-weighted centre of
+        the anchors; position t takes the tokens s <= t weighted by softmax_s(w0 * logit(g_s) + w1 * s), the
+        recent strongly grounded tokens. Read from the detached grounding (the caption loss does not move it).
+        """
+        logits = view.token_logits[..., :length].detach()  # (B, A, T)
+        strength = logits.max(dim=1).values  # (B, T) logit of g_s
+        centres = torch.einsum("bat,bac->btc", logits.softmax(dim=1), view.centres)  # (B, T, 2)
+        steps = torch.arange(length, device=logits.device, dtype=logits.dtype)
+        score = self.recency[0] * strength[:, None, :] + self.recency[1] * steps  # (B, 1 -> T, T)
+        causal = torch.ones(length, length, dtype=torch.bool, device=logits.device).tril()
+        weights = score.expand(-1, length, -1).masked_fill(~causal, float("-inf")).softmax(dim=-1)
+        return weights @ centres, (weights * strength.sigmoid()[:, None, :]).sum(-1)
+
+    def forward(
+        self, fused_text: torch.Tensor, view: AnchorView, word_embeddings: torch.Tensor
+    ) -> torch.Tensor:
+        """fused_text: (B, T, D) causal; view: the same forward's anchors; word_embeddings: (V, D)
+        -> logits (B, T, V)."""
+        batch, length, _ = fused_text.shape
+        anchors = view.features.shape[1]
+        image = torch.cat(
+            [self.feature_norm(view.features), self.fpn_norm(view.fpn), self._positions(view.centres)], dim=-1
+        )
+        split = (batch, -1, self.heads, self.head_dim)
+        query = self.query(self.text_norm(fused_text)).view(split).transpose(1, 2)  # (B, H, T, d)
+        key = self.key(image).view(split).transpose(1, 2)  # (B, H, A, d)
+        value = self.value(image).view(split).transpose(1, 2)
+        where, strength = self.last_mentioned(view, length)  # (B, T, 2), (B, T)
+        relative = torch.cat(
+            [
+                view.centres[:, None] - where[:, :, None],  # (B, T, A, 2)
+                strength[:, :, None, None].expand(-1, -1, anchors, 1),
+                view.centres[:, None].expand(-1, length, -1, -1),
+                self.token_code(fused_text)[:, :, None].expand(-1, -1, anchors, -1),
+            ],
+            dim=-1,
+        )
+        bias = self.relative(relative).permute(0, 3, 1, 2)  # (B, H, T, A)
+        attention = (query @ key.transpose(-1, -2) / self.head_dim**0.5 + bias).softmax(dim=-1)
+        context = (attention @ value).transpose(1, 2).reshape(batch, length, -1)
+        hidden = fused_text + self.out(context)
+        return self.transform(hidden) @ word_embeddings.t() + self.bias
 
 
 @dataclass
@@ -95,7 +171,9 @@ class GLIPForCaptioning(nn.Module):
         super().__init__()
         self.glip = glip
         embeddings = self.word_embeddings()
-        self.head = CaptionHead(embeddings.shape[1], embeddings.shape[0])
+        self.head = CaptionHead(
+            embeddings.shape[1], embeddings.shape[0], glip.config.head.channels, glip.config.fpn_channels
+        )
 
     def word_embeddings(self) -> torch.Tensor:
         """(V, D) the text encoder's input word embeddings (the tied decoder)."""
@@ -110,7 +188,8 @@ class GLIPForCaptioning(nn.Module):
     ) -> CaptionOutput:
         """images: (B, 3, H, W) padded; input_ids / attention_mask: (B, T) -> :class:`CaptionOutput`."""
         output = self.glip(images, input_ids, attention_mask, fpn=fpn, causal=True)
-        return CaptionOutput(self.head(output.head.fused_text, self.word_embeddings()), output)
+        head = self.head(output.head.fused_text, anchor_view(output), self.word_embeddings())
+        return CaptionOutput(head, output)
 
     # ------------------------------------------------------------------ decoding
     def _next_log_probs(self, fpn: list[torch.Tensor], sizes: list, ids: torch.Tensor) -> torch.Tensor:
@@ -248,13 +327,21 @@ def _strip(ids: Sequence[int]) -> list[int]:
 # ----------------------------------------------------------------------------------------------- saving
 
 CAPTION_HEAD_FILES = ("caption_head.json", "caption_head.safetensors")
+#: 2: the head of this module that looks at the image (1, unmarked: the earlier one on fused text alone).
+HEAD_FORMAT = 2
 
 
 def save_caption_head(captioner: GLIPForCaptioning, directory: str | Path, half: bool = False) -> Path:
     """Write ``caption_head.json`` (``{"hidden_dim", "vocab_size"}``) + ``caption_head.safetensors`` into
     ``directory`` (beside a saved model), atomically; ``half``: fp16 weights (loaded back as fp32)."""
     embeddings = captioner.word_embeddings()
-    meta = {"hidden_dim": int(embeddings.shape[1]), "vocab_size": int(embeddings.shape[0])}
+    meta = {
+        "hidden_dim": int(embeddings.shape[1]),
+        "vocab_size": int(embeddings.shape[0]),
+        "format": HEAD_FORMAT,
+        "feature_dim": captioner.head.feature_norm.normalized_shape[0],
+        "fpn_dim": captioner.head.fpn_norm.normalized_shape[0],
+    }
     return save_head_files(captioner.head, directory, CAPTION_HEAD_FILES, meta, half)
 
 
@@ -265,6 +352,17 @@ def load_caption_head(directory: str | Path, glip: GLIP) -> GLIPForCaptioning | 
     meta = read_head_meta(directory, CAPTION_HEAD_FILES)
     if meta is None:
         return None
+    if meta.get("format") != HEAD_FORMAT:
+        raise ValueError(
+            f"the caption head in {directory} is of an older format (fused text alone); this version also "
+            "looks at the image: retrain it (glip.v2.vl_train.train_vl)"
+        )
+    built = (glip.config.head.channels, glip.config.fpn_channels)
+    if (meta["feature_dim"], meta["fpn_dim"]) != built:
+        raise ValueError(
+            f"the caption head in {directory} was trained for (head, FPN) channels "
+            f"{(meta['feature_dim'], meta['fpn_dim'])}, the model has {built}"
+        )
     captioner = GLIPForCaptioning(glip)
     shape = tuple(captioner.word_embeddings().shape)
     if shape != (meta["vocab_size"], meta["hidden_dim"]):

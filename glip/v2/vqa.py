@@ -44,13 +44,39 @@ def collate_vqa(items: Sequence, answers: Sequence[str]) -> VQABatch:
 def vqa_losses(
     model: GLIPForVQA, batch: VQABatch, ground_weight: float = 1.0, fpn: list[torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
-    """``loss_vqa`` (cross-entropy over the answers) plus, if ``ground_weight`` > 0, the grounding losses of
-    the question's entity boxes (``loss_vqa_token`` / ``_giou`` / ``_centerness``, scaled by the weight)."""
+    """``loss_vqa`` (cross-entropy over the answers), ``loss_vqa_entity`` (the head's token weights towards
+    the question entity's tokens: cross-entropy against the uniform distribution over them) plus, if
+    ``ground_weight`` > 0, the grounding losses of the question's entity boxes (``loss_vqa_token`` /
+    ``_giou`` / ``_centerness``, scaled by the weight)."""
     inner = batch.batch
     output = model(inner.images, inner.input_ids, inner.attention_mask, fpn=fpn)
-    losses = {"loss_vqa": F.cross_entropy(output.answer_logits, batch.answer_ids)}
+    losses = {
+        "loss_vqa": F.cross_entropy(output.answer_logits, batch.answer_ids),
+        "loss_vqa_entity": entity_token_loss(model, output, inner),
+    }
     if ground_weight > 0:
         ground, _ = output_losses(output.glip, inner.targets)
         for key, value in ground.items():
             losses[key.replace("loss_", "loss_vqa_")] = value * ground_weight
     return losses
+
+
+def entity_token_loss(model: GLIPForVQA, output: VQAOutput, batch: Batch) -> torch.Tensor:
+    """Cross-entropy of the VQA head's token weights (B, T) against the uniform distribution over each
+    question's entity tokens (the union of its targets' token maps); questions without one are left out."""
+    fused = output.glip.head.fused_text
+    weights = model.head.token_weights(fused, output.glip.text.mask)  # (B, T)
+    length = weights.shape[1]
+    entity = torch.stack(
+        [
+            t.token_map[:, :length].any(dim=0)
+            if len(t.token_map)
+            else weights.new_zeros(length, dtype=torch.bool)
+            for t in batch.targets
+        ]
+    ).to(weights.dtype)
+    has = entity.sum(dim=1) > 0
+    if not bool(has.any()):
+        return weights.sum() * 0.0
+    target = entity[has] / entity[has].sum(dim=1, keepdim=True)
+    return -(target * weights[has].clamp(min=1e-9).log()).sum(dim=1).mean()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from glip.data.synthetic.vl import SyntheticVL
 from glip.data.toy import deterministic_tiny_random
 from glip.data.types import collate
+from glip.models.anchor_view import AnchorView, anchor_view
 from glip.models.captioning import GLIPForCaptioning
 from glip.models.glip import build_model
 from glip.preprocess import ImageBatch
@@ -131,3 +133,36 @@ def test_overfits_one_caption_and_decodes_it_with_grounded_words():
         if word.box is not None:
             x1, y1, x2, y2 = word.box
             assert 0 <= x1 <= x2 <= SIZE - 1 and 0 <= y1 <= y2 <= SIZE - 1
+
+
+@torch.no_grad()
+def test_caption_head_looks_at_the_image(captioner):
+    images = _images(1)
+    ids = _ids("a red circle and a blue square")
+    output = captioner.glip(images, ids, torch.ones_like(ids), causal=True)
+    words = captioner.word_embeddings()
+    logits = captioner.head(output.head.fused_text, anchor_view(output), words)
+    assert logits.shape == (1, ids.shape[1], words.shape[0])
+    # the same fused text over other image features gives other next-token logits
+    noisy = dataclasses.replace(output.head, features=[f + torch.randn_like(f) for f in output.head.features])
+    other = captioner.head(
+        output.head.fused_text, anchor_view(dataclasses.replace(output, head=noisy)), words
+    )
+    assert not torch.allclose(logits, other)
+
+
+def test_last_mentioned_object_follows_the_strongly_grounded_tokens():
+    head = copy.deepcopy(GLIPForCaptioning(build_model(deterministic_tiny_random())).head)
+    centres = torch.tensor([[[0.1, 0.5], [0.5, 0.5], [0.9, 0.5]]])  # 3 anchors, left to right
+    logits = torch.full((1, 3, 4), -10.0)  # 4 tokens: [CLS], "left" (grounds anchor 0), ",", "right"
+    logits[0, 0, 1] = 10.0
+    logits[0, 2, 3] = 10.0
+    view = AnchorView(torch.zeros(1, 3, 2), torch.zeros(1, 3, 2), logits, torch.zeros(1, 3), centres, (3,))
+    with torch.no_grad():
+        head.recency.copy_(torch.tensor([5.0, 3.0]))
+    with torch.no_grad():
+        where, strength = head.last_mentioned(view, 4)
+    assert where.shape == (1, 4, 2) and strength.shape == (1, 4)
+    assert strength[0, 0] < 0.01  # nothing mentioned yet at [CLS]
+    assert torch.allclose(where[0, 1:3, 0], torch.tensor([0.1, 0.1]), atol=1e-2)  # "left", then ","
+    assert abs(float(where[0, 3, 0]) - 0.9) < 1e-2  # "right"

@@ -75,6 +75,22 @@ def test_caption_head_for_another_vocabulary_is_refused(v2_dir, tmp_path):
         load_caption_head(tmp_path, build_model(deterministic_tiny_random()))
 
 
+@pytest.mark.parametrize("name", ["vqa_head", "caption_head"])
+def test_heads_of_another_format_or_model_are_refused(v2_dir, tmp_path, name):
+    meta = json.loads((v2_dir / f"{name}.json").read_text())
+    for suffix in (".json", ".safetensors"):
+        (tmp_path / f"{name}{suffix}").write_bytes((v2_dir / f"{name}{suffix}").read_bytes())
+    load = load_vqa_head if name == "vqa_head" else load_caption_head
+    glip = build_model(deterministic_tiny_random())
+    old = {k: v for k, v in meta.items() if k not in ("format", "feature_dim", "fpn_dim", "num_levels")}
+    (tmp_path / f"{name}.json").write_text(json.dumps(old))  # a head saved before it read the image
+    with pytest.raises(ValueError, match="older format.*retrain"):
+        load(tmp_path, glip)
+    (tmp_path / f"{name}.json").write_text(json.dumps({**meta, "feature_dim": meta["feature_dim"] + 1}))
+    with pytest.raises(ValueError, match="channels"):
+        load(tmp_path, glip)
+
+
 def test_ask_returns_an_answer_with_entity_boxes_in_image_pixels(predictor):
     image = shapes_image()
     answer = predictor.ask(image, "what colour is the square?", threshold=0.0, entities=["the square"])
