@@ -72,10 +72,17 @@ def main() -> None:
     parser.add_argument(
         "--steps-e",
         type=int,
-        default=1000,
+        default=1500,
         help="stage E steps: the VQA and captioning heads alone on the frozen GLIP of the last VL stage (0: skip)",
     )
     parser.add_argument("--batch-size-e", type=int, default=8)
+    parser.add_argument(
+        "--images-e",
+        type=int,
+        default=12000,
+        help="stage E scenes (rendered on the fly, the first --train-images of them are stage C's): about one "
+        "question per scene over the stage, so the heads do not learn the training questions by heart",
+    )
     parser.add_argument("--steps-b", type=int, default=1200, help="stage B steps (the mask head)")
     parser.add_argument("--lr-b", type=float, default=1e-3)
     parser.add_argument("--from-stage", choices=STAGES, default="A")
@@ -210,13 +217,13 @@ def _vl_models(glip, seed: int):
     return GLIPForVQA(glip, ANSWERS), GLIPForCaptioning(glip)
 
 
-def _vl_data(glip, args):
+def _vl_data(glip, args, num_images: int | None = None):
     from glip.data.synthetic.vl import SyntheticVL
 
     return {
         task: SyntheticVL(
             task,
-            args.train_images,
+            num_images or args.train_images,
             seed=args.seed,
             split="train",
             size=args.vl_size,
@@ -300,7 +307,7 @@ def stage_e(args, work: Path, train_dir: Path) -> None:
     captioner.head.load_state_dict(torch.load(source / "caption_head.pt", weights_only=True))
     history = train_vl(
         glip,
-        _vl_data(glip, args),
+        _vl_data(glip, args, args.images_e),
         VLTrainConfig(
             steps=args.steps_e,
             batch_size=args.batch_size_e,
