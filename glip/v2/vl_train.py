@@ -10,7 +10,7 @@ count are aligned: item k is image k). The backbone + FPN run once per step; the
 (detection prompt, question, causal caption). The loss is
 
     L = w_det * (token + GIoU + centerness on the class prompt)
-      + w_vqa * (answer cross-entropy + w_ground * grounding of the question's entity)
+      + w_vqa * (answer cross-entropy + entity-token weights + w_ground * grounding of the question's entity)
       + w_cap * (next-token cross-entropy + w_ground * grounding of every captioned object)
 
 A weight of 0 leaves that task out, so "detection only" and "joint" runs differ only in the weights.
