@@ -659,9 +659,9 @@ class GLIPPredictor:
     ) -> Answer | list[Answer]:
         """GLIPv2 grounded VQA: answer ``question`` about one image (an :class:`Answer`) or each of a list.
 
-        The answer comes from the VQA head on the fused start token; the same forward grounds the question's
-        entity phrases (``entities``, default :meth:`question_entities`), whose boxes scoring at least
-        ``threshold`` are returned. Raises ``ValueError`` for a model without a VQA head and
+        The answer comes from the VQA head (the fused question and the image where it grounds); the same
+        forward grounds the question's entity phrases (``entities``, default :meth:`question_entities`), whose
+        boxes scoring at least ``threshold`` are returned. Raises ``ValueError`` for a model without a VQA head and
         :class:`~glip.text.tokenizer.PromptError` for an empty or too long question.
         """
         self.require("vqa")
