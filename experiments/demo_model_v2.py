@@ -104,14 +104,8 @@ def main() -> None:
     for earlier in reversed(STAGES[:start]):  # a restarted run keeps the timings of the stages it skips
         saved = work / f"timings_{earlier}.json"
         if saved.exists():
-            kept = set(STAGES[:start])
-            timings.update(
-                {
-                    k: v
-                    for k, v in json.loads(saved.read_text()).items()
-                    if k[6:-2] in kept or k == "generate_s"
-                }
-            )
+            kept = {"generate_s", *(f"stage_{stage}_s" for stage in STAGES[:start])}
+            timings.update({k: v for k, v in json.loads(saved.read_text()).items() if k in kept})
             break
     stages = (
         ("A", stage_a),
@@ -246,8 +240,7 @@ def _vl_stage(args, work: Path, source: str, out_name: str, steps: int, gamma_lr
             p.requires_grad_(False)
     vqa, captioner = _vl_models(glip, args.seed)
     if (work / source / "vqa_head.pt").exists():  # go on from an earlier VL stage's heads
-        vqa.head.load_state_dict(torch.load(work / source / "vqa_head.pt", weights_only=True))
-        captioner.head.load_state_dict(torch.load(work / source / "caption_head.pt", weights_only=True))
+        _load_heads(work / source, vqa, captioner)
     history = train_vl(
         glip,
         _vl_data(glip, args),
@@ -269,9 +262,20 @@ def _vl_stage(args, work: Path, source: str, out_name: str, steps: int, gamma_lr
     if out.exists():
         shutil.rmtree(out)
     save_model(glip, out / "model", skip_pretrained_text=True)
+    _save_heads(out, vqa, captioner, history)
+
+
+def _save_heads(out: Path, vqa, captioner, history) -> None:
+    """A VL stage's result beside its model: both heads' state dicts and the logged history."""
     torch.save(vqa.head.state_dict(), out / "vqa_head.pt")
     torch.save(captioner.head.state_dict(), out / "caption_head.pt")
     (out / "summary.json").write_text(json.dumps({"history": history}, indent=2))
+
+
+def _load_heads(directory: Path, vqa, captioner) -> None:
+    """The heads :func:`_save_heads` wrote (tensors only: ``weights_only=True``)."""
+    vqa.head.load_state_dict(torch.load(directory / "vqa_head.pt", weights_only=True))
+    captioner.head.load_state_dict(torch.load(directory / "caption_head.pt", weights_only=True))
 
 
 def stage_c(args, work: Path, train_dir: Path) -> None:
@@ -303,8 +307,7 @@ def stage_e(args, work: Path, train_dir: Path) -> None:
     for p in glip.parameters():
         p.requires_grad_(False)
     vqa, captioner = _vl_models(glip, args.seed)
-    vqa.head.load_state_dict(torch.load(source / "vqa_head.pt", weights_only=True))
-    captioner.head.load_state_dict(torch.load(source / "caption_head.pt", weights_only=True))
+    _load_heads(source, vqa, captioner)
     history = train_vl(
         glip,
         _vl_data(glip, args, args.images_e),
@@ -325,9 +328,7 @@ def stage_e(args, work: Path, train_dir: Path) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    torch.save(vqa.head.state_dict(), out / "vqa_head.pt")
-    torch.save(captioner.head.state_dict(), out / "caption_head.pt")
-    (out / "summary.json").write_text(json.dumps({"history": history}, indent=2))
+    _save_heads(out, vqa, captioner, history)
 
 
 def _heads_dir(args, work: Path) -> Path:
@@ -374,9 +375,7 @@ def package(args, work: Path, train_dir: Path) -> None:
 
     glip = load_model(_last_vl_stage(args, work) / "model")
     vqa, captioner = _vl_models(glip, args.seed)
-    heads = _heads_dir(args, work)
-    vqa.head.load_state_dict(torch.load(heads / "vqa_head.pt", weights_only=True))
-    captioner.head.load_state_dict(torch.load(heads / "caption_head.pt", weights_only=True))
+    _load_heads(_heads_dir(args, work), vqa, captioner)
     mask_head = load_mask_head(work / "stage_B")
     out = Path(args.out)
     if out.exists():

@@ -2,17 +2,21 @@
 
 GLIPv2 (paper section 3.3, "One model architecture for all") adds, for VQA, a classification head on the
 *fused* text features P; grounded VQA trains the same forward's grounding logits S_ground = O P^T to localise
-the entities the question mentions. Our head reads both sides of that forward: the fused [CLS] state and the
-tower's image features pooled where the question grounds (the fused text alone carries too little of the
+the entities the question mentions. Our head reads both sides of that forward: the fused question and the
+image features where the question grounds (the fused text alone carries too little of the
 image: the fusion's text-side layer scales stay ~0.01 after GLIP training, docs/vl-understanding.md).
 
     question ids (B, T) --GLIP (bidirectional text, deep fusion)--> fused text (B, T, D), S_ground (B, A, T),
-                                                                    tower features (B, A, C)
-    a = softmax_t(w . fused text)             (B, T)  which question tokens the answer is about (learned)
-    g = S_ground a                            (B, A)  grounding of those tokens per anchor
-    pooled = softmax_A(g)^T features          (B, C)  the image where the question grounds
-    counts = log(1 + sum_A sigmoid(g) [* sigmoid(centerness)]) per level   (B, 2L)  how much grounds
-    [fused[:, 0], LayerNorm(pooled), counts] --Linear-GELU-LayerNorm-Linear--> answer logits (B, K)
+                                      tower features (B, A, C), FPN features (B, A, F)  (glip.models.anchor_view)
+    a = softmax_t(w . fused text)                 (B, T)  the question's tokens the answer is about (trained
+                                                          towards the entity's tokens)
+    q = a^T fused text                            (B, D)  the weighted question
+    g = logit(sigmoid(S_ground) a)                (B, A)  the question's phrase score per anchor
+    context = 4-head attention from q to the anchors (keys / values from [LN(tower), LN(FPN), centre]),
+              g added to every head's logits      (B, 128) the image where the question grounds
+    counts = log(1 + sum_A sigmoid(g) [* sigmoid(centerness)]) per level          (B, 2L)  how much grounds
+    boxes = grounded_counts: the model's post-processed boxes of g above 0.2..0.7  (B, 6)   how many boxes
+    [fused[:, 0], q, context, counts, boxes] --Linear-GELU-LayerNorm-Dropout-Linear--> answer logits (B, K)
     S_ground restricted to the entity's tokens --ATSS post-processing--> entity boxes
 
 The wrapper :class:`GLIPForVQA` holds the GLIP model and the head side by side (``glip.*`` / ``head.*``
@@ -253,7 +257,7 @@ def load_vqa_head(directory: str | Path, glip: GLIP) -> GLIPForVQA | None:
     vqa = GLIPForVQA(glip, meta["answers"], dropout=float(meta.get("dropout", 0.1)))
     wanted = (meta["feature_dim"], meta["fpn_dim"], meta["num_levels"])
     built = (glip.config.head.channels, glip.config.fpn_channels, vqa.head.num_levels)
-    if tuple(wanted) != built:
+    if wanted != built:
         raise ValueError(
             f"the VQA head in {directory} was trained for (head, FPN channels, levels) {wanted}, the model has {built}"
         )
