@@ -20,7 +20,7 @@ import torch
 
 from glip.models.glip import GLIPOutput
 
-__all__ = ["AnchorView", "anchor_view"]
+__all__ = ["AnchorView", "anchor_view", "attend_to_anchors"]
 
 
 @dataclass
@@ -52,3 +52,20 @@ def anchor_view(output: GLIPOutput) -> AnchorView:
     return AnchorView(
         features, fpn, logits, centerness, centres, tuple(int(f.shape[2] * f.shape[3]) for f in head.features)
     )
+
+
+def attend_to_anchors(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, bias: torch.Tensor
+) -> torch.Tensor:
+    """Multi-head attention from text queries to the anchors, with an additive bias on its logits.
+
+    query: (B, Tq, W); key / value: (B, A, W), W = heads * d; bias: broadcastable to (B, heads, Tq, A)
+    -> (B, Tq, W). Shared by the VQA head (Tq = 1, bias from S_ground) and the captioning head (every text
+    position, bias from where the last mentioned object lies).
+    """
+    batch, width = query.shape[0], query.shape[-1]
+    head_dim = width // heads
+    split = (batch, -1, heads, head_dim)
+    query, key, value = (x.view(split).transpose(1, 2) for x in (query, key, value))  # (B, H, ., d)
+    attention = (query @ key.transpose(-1, -2) / head_dim**0.5 + bias).softmax(dim=-1)  # (B, H, Tq, A)
+    return (attention @ value).transpose(1, 2).reshape(batch, -1, width)

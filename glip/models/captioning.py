@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from glip.models.anchor_view import AnchorView, anchor_view
+from glip.models.anchor_view import AnchorView, anchor_view, attend_to_anchors
 from glip.models.glip import GLIP, GLIPOutput
 from glip.models.head_files import load_head_weights, read_head_meta, save_head_files
 from glip.preprocess import ImageBatch
@@ -66,7 +66,7 @@ class CaptionHead(nn.Module):
         eps: float = 1e-12,
     ) -> None:
         super().__init__()
-        self.heads, self.head_dim, self.frequencies = heads, head_dim, frequencies
+        self.heads, self.frequencies = heads, frequencies
         width = heads * head_dim
         position_dim = 4 * frequencies
         self.text_norm = nn.LayerNorm(hidden_dim)
@@ -112,15 +112,11 @@ class CaptionHead(nn.Module):
     ) -> torch.Tensor:
         """fused_text: (B, T, D) causal; view: the same forward's anchors; word_embeddings: (V, D)
         -> logits (B, T, V)."""
-        batch, length, _ = fused_text.shape
+        length = fused_text.shape[1]
         anchors = view.features.shape[1]
         image = torch.cat(
             [self.feature_norm(view.features), self.fpn_norm(view.fpn), self._positions(view.centres)], dim=-1
         )
-        split = (batch, -1, self.heads, self.head_dim)
-        query = self.query(self.text_norm(fused_text)).view(split).transpose(1, 2)  # (B, H, T, d)
-        key = self.key(image).view(split).transpose(1, 2)  # (B, H, A, d)
-        value = self.value(image).view(split).transpose(1, 2)
         where, strength = self.last_mentioned(view, length)  # (B, T, 2), (B, T)
         relative = torch.cat(
             [
@@ -132,8 +128,10 @@ class CaptionHead(nn.Module):
             dim=-1,
         )
         bias = self.relative(relative).permute(0, 3, 1, 2)  # (B, H, T, A)
-        attention = (query @ key.transpose(-1, -2) / self.head_dim**0.5 + bias).softmax(dim=-1)
-        context = (attention @ value).transpose(1, 2).reshape(batch, length, -1)
+        query = self.query(self.text_norm(fused_text))
+        context = attend_to_anchors(
+            query, self.key(image), self.value(image), self.heads, bias
+        )  # (B, T, H*d)
         hidden = fused_text + self.out(context)
         return self.transform(hidden) @ word_embeddings.t() + self.bias
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from glip.models.anchor_view import anchor_view
+from glip.models.anchor_view import anchor_view, attend_to_anchors
 from glip.models.glip import GLIP, GLIPOutput
 from glip.models.head_files import load_head_weights, read_head_meta, save_head_files
 from glip.postprocess import Detections, postprocess_image
@@ -63,7 +63,7 @@ class VQAHead(nn.Module):
         super().__init__()
         if num_answers < 2:
             raise ValueError(f"a VQA head needs at least 2 answers, got {num_answers}")
-        self.num_levels, self.heads, self.head_dim = num_levels, heads, head_dim
+        self.num_levels, self.heads = num_levels, heads
         width = heads * head_dim
         self.token_score = nn.Linear(hidden_dim, 1)
         self.text_norm = nn.LayerNorm(hidden_dim)
@@ -96,7 +96,6 @@ class VQAHead(nn.Module):
             raise ValueError(
                 f"the head was built for {self.num_levels} levels, the model has {len(view.level_sizes)}"
             )
-        batch = fused.shape[0]
         weights = self.token_weights(fused, output.text.mask)
         question = torch.einsum("bt,btd->bd", weights, fused)  # (B, D)
         token_probs = view.token_logits[..., : fused.shape[1]].sigmoid()
@@ -105,12 +104,9 @@ class VQAHead(nn.Module):
         image = torch.cat(
             [self.feature_norm(view.features), self.fpn_norm(view.fpn), view.centres], dim=-1
         )  # (B, A, C + F + 2)
-        query = self.query(self.text_norm(question)).view(batch, self.heads, 1, self.head_dim)
-        key = self.key(image).view(batch, -1, self.heads, self.head_dim).transpose(1, 2)  # (B, H, A, d)
-        value = self.value(image).view(batch, -1, self.heads, self.head_dim).transpose(1, 2)
-        logits = (query @ key.transpose(-1, -2)).squeeze(2) / self.head_dim**0.5  # (B, H, A)
-        logits = logits + self.grounding_scale[:, None] * grounding[:, None, :]
-        context = (logits.softmax(dim=-1).unsqueeze(2) @ value).reshape(batch, -1)  # (B, H * d)
+        bias = self.grounding_scale[:, None, None] * grounding[:, None, None, :]  # (B, H, 1, A)
+        query = self.query(self.text_norm(question))[:, None]  # (B, 1, H * d)
+        context = attend_to_anchors(query, self.key(image), self.value(image), self.heads, bias)[:, 0]
         both = probs * view.centerness.sigmoid()
         counts = [
             torch.log1p(part.sum(dim=1))
