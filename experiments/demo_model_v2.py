@@ -16,8 +16,9 @@ C. grounded VL understanding (``glip.v2.vl_train.train_vl``): detection-as-groun
    (``glip.data.synthetic.vl.SyntheticVL``, 192 px like the demo model);
 E. the VQA and captioning heads go on alone on the frozen GLIP of stage C (``--steps-e``, batch 8): they
    read the grounding C trained, and the GLIP weights (stage B's inputs) do not change;
-B. the second stage (``glip.v2.segmentation.train_segmentation``): the language-guided mask head on the
-   instance masks with everything else frozen (last, so the features it reads no longer change);
+B. the second stage (``glip.v2.segmentation.train_segmentation``): the language-guided mask head (reading
+   the tower features and the network input) on the instance masks of every object (``detection_all.json``)
+   with everything else frozen (last, so the features it reads no longer change);
 then the package: ``glip/assets/demo_model_v2/`` (GLIP fp16 without the frozen MiniLM, which reloads from its
 package; ``mask_head.*``, ``vqa_head.*``, ``caption_head.*``). The targets are measured by
 ``python experiments/v2_targets.py`` on world seeds never used here.
@@ -72,7 +73,7 @@ def main() -> None:
     parser.add_argument(
         "--steps-e",
         type=int,
-        default=1500,
+        default=1300,
         help="stage E steps: the VQA and captioning heads alone on the frozen GLIP of the last VL stage (0: skip)",
     )
     parser.add_argument("--batch-size-e", type=int, default=8)
@@ -83,7 +84,7 @@ def main() -> None:
         help="stage E scenes (rendered on the fly, the first --train-images of them are stage C's): about one "
         "question per scene over the stage, so the heads do not learn the training questions by heart",
     )
-    parser.add_argument("--steps-b", type=int, default=1200, help="stage B steps (the mask head)")
+    parser.add_argument("--steps-b", type=int, default=600, help="stage B steps (the mask head)")
     parser.add_argument("--lr-b", type=float, default=1e-3)
     parser.add_argument("--from-stage", choices=STAGES, default="A")
     args = parser.parse_args()
@@ -150,8 +151,10 @@ def _mixture(model, train_dir: Path, seed: int, masks: bool = False):
 
     transform = TrainTransform.from_config(model.config.input, seed=seed)
     images = train_dir / "images"
-    if masks:
-        return CocoGroundingDataset(train_dir / "detection.json", images, transform, seed=seed, masks=True)
+    if masks:  # every object's mask (the rare names too: stage C's detection task already names all 42)
+        return CocoGroundingDataset(
+            train_dir / "detection_all.json", images, transform, seed=seed, masks=True
+        )
     detection = build_dataset(train_dir / "detection.json", images, transform, seed=seed)
     grounding = build_dataset(train_dir / "grounding.json", images, transform, seed=seed)
     return MixedDataset([(detection, 1.0), (grounding, 0.25)], seed=seed)
@@ -337,7 +340,9 @@ def _heads_dir(args, work: Path) -> Path:
 
 
 def stage_b(args, work: Path, train_dir: Path) -> None:
-    """The second stage: the mask head on the instance masks, everything else frozen."""
+    """The second stage: the mask head on the instance masks of every object (``detection_all.json``: with
+    the network input as an input, a head that never saw an orange object learnt orange as background),
+    everything else frozen."""
     from glip.models.mask_head import MaskHead, MaskHeadConfig
     from glip.v2.segmentation import SegmentationTrainConfig, train_segmentation
     from glip.weights.loading import load_model

@@ -604,6 +604,7 @@ class GLIPPredictor:
                         [d.boxes for d in found],
                         [d.labels for d in found],
                         prompt.label_to_tokens,
+                        images=batch.tensors,
                     )
                 for index, prob in enumerate(probs):
                     per_image_masks[index].append(prob.float())

@@ -45,7 +45,7 @@ from glip.engine.checkpoint import (
 )
 from glip.engine.distributed import all_reduce_mean, barrier, init_distributed
 from glip.engine.optim import ModelEMA, build_scheduler, parameter_groups
-from glip.engine.tuning import apply_tuning
+from glip.engine.tuning import apply_tuning, hold_frozen_norms
 from glip.fileio import atomic_write_text, open_append, remove_stale_temp_files
 from glip.losses.criterion import Criterion, CriterionConfig
 from glip.runtime import resolve_device, to_device, training_autocast
@@ -463,6 +463,7 @@ def fit(
 
         progress = tqdm(total=total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
     train_model.train()
+    hold_frozen_norms(train_model)
     window: dict[str, float] = {}
     window_count = 0
     images_seen = 0
@@ -541,6 +542,7 @@ def fit(
                 results = eval_fn(model, step)
                 writer.write({"step": step, **{f"eval/{k}": v for k, v in results.items()}})
                 train_model.train()
+                hold_frozen_norms(train_model)
             if step >= total_steps:
                 break
         if step >= total_steps:

@@ -44,6 +44,22 @@ def ensure_prompt_offset(model: nn.Module) -> nn.Parameter:
     return head.prompt_offset
 
 
+def hold_frozen_norms(model: nn.Module) -> int:
+    """Put every batch norm whose parameters are all frozen into eval mode (call after ``model.train()``).
+
+    A frozen batch norm left in train mode normalises with the batch's statistics and moves its running
+    mean / variance: prompt tuning or a frozen backbone group would change the "frozen" weights (the timm
+    EfficientNet of ``tiny`` has 49 of them). Frozen means fixed statistics too, as for the frozen backbone
+    stages (:class:`glip.models.frozen.FrozenStages`). Returns how many were switched."""
+    held = 0
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
+            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+                module.eval()
+                held += 1
+    return held
+
+
 def apply_tuning(model: nn.Module, mode: str = "full", freeze: tuple[str, ...] = ()) -> list[str]:
     """Set ``requires_grad`` for a transfer mode; returns the names of the trainable parameters."""
     if mode not in TUNE_MODES:

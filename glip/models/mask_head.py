@@ -4,10 +4,18 @@ Per box (ground-truth boxes in training, detected boxes at inference):
 
     tower features (HeadOutput.features, L maps (B, C, H_l, W_l))
       --RoIAlign (level by box size, as FPN's Mask R-CNN)--> (K, C, 14, 14)
-      --num_convs x (3x3 conv + ReLU), 2x transposed conv + ReLU, 1x1 conv--> pixel embeddings (K, E, 28, 28)
+      --num_convs x (3x3 conv + ReLU), 2x transposed conv + ReLU--> (K, C', 28, 28)
+    network-input image (B, 3, H, W) --RoIAlign at 28 x 28, stride 1--> (K, 3, 28, 28)      [image_channels = 3]
+      concatenated with the above --2 x (3x3 conv + ReLU) to C'/2--> (K, C'/2, 28, 28)
+      --1x1 conv--> pixel embeddings (K, E, 28, 28)
     fused text (HeadOutput.fused_text, (B, T, D)) --mean over the box's phrase tokens--> (K, D)
       --LayerNorm + Linear--> word embedding (K, E)
     mask logit = <pixel embedding, word embedding> / sqrt(E) + bias                     -> (K, 28, 28)
+
+The tower features are stride 8 and coarser: an object 25 input pixels wide covers three of their cells, so
+their mask alone is a blob. The image itself, pooled at the mask's resolution (``image_channels = 3``), gives
+the refining convolutions the object's edges (the role of Mask R-CNN's stride-4 features; GLIP's pyramid starts
+at stride 8). Heads written before this existed (no ``image_channels`` in their json) load with it off.
 
 This is the classification-to-matching trick of GLIP applied to pixels: a pixel is "in the mask" when its
 embedding matches the words of the box's phrase, so the head has no class-specific output and works for any
@@ -74,6 +82,7 @@ class MaskHeadConfig:
     canonical_size: float = 224.0  # a box of this side goes to canonical_level (FPN paper, eq. 1)
     canonical_level: int = 4
     mask_threshold: float = 0.5
+    image_channels: int = 3  # the network input pooled at the mask's resolution (0: tower features only)
 
     @property
     def mask_size(self) -> int:
@@ -99,6 +108,7 @@ class MaskHeadConfig:
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown MaskHeadConfig keys: {sorted(unknown)}")
+        data = {"image_channels": 0, **data}  # heads saved before the image input existed have none
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
@@ -158,6 +168,16 @@ class MaskHead(nn.Module):
             channels = config.conv_channels
         self.convs = nn.Sequential(*layers)
         self.upsample = nn.ConvTranspose2d(channels, channels, 2, stride=2)
+        self.refine: nn.Sequential | None = None
+        if config.image_channels > 0:
+            width = max(channels // 2, 1)
+            self.refine = nn.Sequential(
+                nn.Conv2d(channels + config.image_channels, width, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.ReLU(inplace=True),
+            )
+            channels = width
         self.pixel_embed = nn.Conv2d(channels, config.embed_dim, 1)
         self.word_norm = nn.LayerNorm(config.text_dim)
         self.word_proj = nn.Linear(config.text_dim, config.embed_dim)
@@ -177,6 +197,19 @@ class MaskHead(nn.Module):
         level = torch.floor(cfg.canonical_level + torch.log2(side / cfg.canonical_size) + 1e-6)
         return (level - first).clamp(0, len(cfg.strides) - 1).to(torch.int64)
 
+    @staticmethod
+    def _rois(boxes: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """B tensors (N_b, 4) legacy xyxy -> (K, 5): image index, continuous x1, y1, x2, y2."""
+        return torch.cat(
+            [
+                torch.cat(
+                    [torch.full((len(b), 1), float(i), dtype=b.dtype, device=b.device), continuous_boxes(b)],
+                    1,
+                )
+                for i, b in enumerate(boxes)
+            ]
+        ).to(dtype)
+
     def pool(self, features: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor]) -> torch.Tensor:
         """features: L maps (B, C, H_l, W_l) (the first ``len(strides)`` are used); boxes: B tensors (N_b, 4)
         legacy xyxy in the input frame -> (sum N_b, C, roi_size, roi_size)."""
@@ -185,15 +218,7 @@ class MaskHead(nn.Module):
             raise ValueError(f"{len(features)} feature maps, the mask head needs {len(cfg.strides)}")
         if len(boxes) != features[0].shape[0]:
             raise ValueError(f"{len(boxes)} box lists for a batch of {features[0].shape[0]} images")
-        rois = torch.cat(
-            [
-                torch.cat(
-                    [torch.full((len(b), 1), float(i), dtype=b.dtype, device=b.device), continuous_boxes(b)],
-                    1,
-                )
-                for i, b in enumerate(boxes)
-            ]
-        ).to(features[0].dtype)  # (K, 5): image index, x1, y1, x2, y2
+        rois = self._rois(boxes, features[0].dtype)
         out = features[0].new_zeros(len(rois), features[0].shape[1], cfg.roi_size, cfg.roi_size)
         levels = self.levels(rois[:, 1:])
         for level, stride in enumerate(cfg.strides):
@@ -209,9 +234,26 @@ class MaskHead(nn.Module):
                 )
         return out
 
-    def pixel_embeddings(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(K, C, roi, roi) -> (K, E, 2 roi, 2 roi)."""
+    def pool_image(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """images: (B, 3, H, W) network input; boxes: B tensors (N_b, 4) legacy xyxy in that frame ->
+        (sum N_b, 3, M, M), M = ``mask_size``: each box's pixels on its mask grid."""
+        if images.shape[0] != len(boxes) or images.shape[1] != self.config.image_channels:
+            raise ValueError(
+                f"images of shape {tuple(images.shape)} for {len(boxes)} box lists: the mask head needs "
+                f"(B, {self.config.image_channels}, H, W), one image per box list"
+            )
+        size = self.config.mask_size
+        return roi_align(
+            images, self._rois(boxes, images.dtype), output_size=size, sampling_ratio=2, aligned=True
+        )
+
+    def pixel_embeddings(self, pooled: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+        """(K, C, roi, roi) tower features [+ (K, 3, 2 roi, 2 roi) pooled image] -> (K, E, 2 roi, 2 roi)."""
         hidden = F.relu(self.upsample(self.convs(pooled)))
+        if self.refine is not None:
+            if image is None:
+                raise ValueError("this mask head refines with the image: pass the network input (images=...)")
+            hidden = self.refine(torch.cat([hidden, image.to(hidden.dtype)], dim=1))
         return self.pixel_embed(hidden)
 
     def word_embeddings(self, words: torch.Tensor) -> torch.Tensor:
@@ -219,15 +261,25 @@ class MaskHead(nn.Module):
         return self.word_proj(self.word_norm(words))
 
     def forward(
-        self, features: Sequence[torch.Tensor], boxes: Sequence[torch.Tensor], words: torch.Tensor
+        self,
+        features: Sequence[torch.Tensor],
+        boxes: Sequence[torch.Tensor],
+        words: torch.Tensor,
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Mask logits.
 
         features: tower maps (B, C, H_l, W_l) (``HeadOutput.features``); boxes: B tensors (N_b, 4) legacy
-        xyxy in the network-input frame; words: (sum N_b, D) phrase features (:func:`phrase_features`).
+        xyxy in the network-input frame; words: (sum N_b, D) phrase features (:func:`phrase_features`);
+        images: (B, 3, H, W) the network input (``ImageBatch.tensors``), needed when ``config.image_channels``.
         Returns (sum N_b, M, M) logits, M = ``config.mask_size``, on each box's grid.
         """
-        pixels = self.pixel_embeddings(self.pool(features, boxes))  # (K, E, M, M)
+        image = None
+        if self.refine is not None:
+            if images is None:
+                raise ValueError("this mask head refines with the image: pass the network input (images=...)")
+            image = self.pool_image(images, boxes)
+        pixels = self.pixel_embeddings(self.pool(features, boxes), image)  # (K, E, M, M)
         if words.shape[0] != pixels.shape[0]:
             raise ValueError(f"{words.shape[0]} phrase features for {pixels.shape[0]} boxes")
         word = self.word_embeddings(words.to(pixels.dtype))  # (K, E)
@@ -276,17 +328,20 @@ def detection_masks(
     boxes: Sequence[torch.Tensor],
     labels: Sequence[torch.Tensor],
     label_to_tokens: Mapping[int, Sequence[int]] | Sequence[Mapping[int, Sequence[int]]],
+    images: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """Mask probabilities of detections: B images' boxes (N_b, 4) legacy xyxy (network-input frame) and
-    1-based labels (N_b,), each label's phrase = its tokens in ``label_to_tokens``. Returns B tensors
-    (N_b, M, M) in [0, 1] on each box's grid (paste with :func:`paste_masks`)."""
+    1-based labels (N_b,), each label's phrase = its tokens in ``label_to_tokens``; ``images`` the network
+    input (B, 3, H, W) for a head that refines with it. Returns B tensors (N_b, M, M) in [0, 1] on each box's
+    grid (paste with :func:`paste_masks`)."""
     maps = [label_to_tokens] * len(boxes) if isinstance(label_to_tokens, Mapping) else list(label_to_tokens)
     length = fused_text.shape[1]
     token_maps = [
         _label_token_maps(lab.cpu(), m, length).to(fused_text.device) for lab, m in zip(labels, maps)
     ]
     words = phrase_features(fused_text, token_maps)
-    probs = mask_head(features, [b.to(fused_text.device).float() for b in boxes], words).float().sigmoid()
+    placed = [b.to(fused_text.device).float() for b in boxes]
+    probs = mask_head(features, placed, words, images).float().sigmoid()
     return list(probs.split([len(b) for b in boxes]))
 
 

@@ -117,6 +117,27 @@ def test_prompt_tuning_changes_only_the_prompt(tmp_path):
     assert changed == set()  # every original tensor is bit-identical
 
 
+def test_prompt_tuning_keeps_frozen_batch_norm_statistics(tmp_path):
+    """With a batch-norm backbone (the EfficientNet of ``tiny``, random weights) the frozen batch norms stay
+    in eval mode: their running statistics are not moved by prompt tuning (they were: 49 layers changed)."""
+    from glip.config import EfficientNetConfig
+
+    pytest.importorskip("timm")
+    torch.manual_seed(0)
+    config = dataclasses.replace(deterministic_tiny_random(), backbone=EfficientNetConfig(pretrained=False))
+    model = build_model(config)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    config = TrainConfig(
+        out_dir=str(tmp_path / "bn"), max_steps=2, batch_size=2, lr=1e-2, tune="prompt", progress=False
+    )
+    fit(model, SquaresDataset(4), config)
+    after = model.state_dict()
+    assert {k for k in before if not torch.equal(before[k], after[k])} == set()
+    assert not any(m.training for m in norms)
+
+
 def test_linear_probe_changes_only_output_layers(tmp_path):
     changed, added = _run_tuning("linear", tmp_path)
     assert added == set()

@@ -84,12 +84,58 @@ def test_shapes_and_phrase_features(setup) -> None:
     # hand-computed: mean of the first box's phrase tokens
     first = batch.targets[0].token_map[0, : output.head.fused_text.shape[1]].bool()
     assert torch.allclose(words[0], output.head.fused_text[0, first].mean(0), atol=1e-6)
-    logits = head(output.head.features, [t.boxes for t in batch.targets], words)
+    boxes = [t.boxes for t in batch.targets]
+    logits = head(output.head.features, boxes, words, batch.images.tensors)
     assert logits.shape == (count, 28, 28)
     with pytest.raises(ValueError, match="no token"):
         phrase_features(output.head.fused_text[:1], [torch.zeros(1, 256)])
     with pytest.raises(ValueError, match="phrase features"):
-        head(output.head.features, [t.boxes for t in batch.targets], words[:-1])
+        head(output.head.features, boxes, words[:-1], batch.images.tensors)
+    with pytest.raises(ValueError, match="refines with the image"):
+        head(output.head.features, boxes, words)
+    with pytest.raises(ValueError, match="one image per box list"):
+        head(output.head.features, boxes, words, batch.images.tensors[:1])
+
+
+def test_the_image_sharpens_the_mask(setup) -> None:
+    """The refining convolutions read the network input on each box's mask grid: another image under the same
+    features gives another mask; pool_image samples the box's own pixels (a box over a constant region
+    pools that constant)."""
+    model, head = setup["model"], setup["head"]
+    batch, output = _forward(model, [setup["dataset"][0]])
+    boxes = [batch.targets[0].boxes[:1]]
+    words = phrase_features(output.head.fused_text, [batch.targets[0].token_map[:1]])
+    images = batch.images.tensors
+    with torch.no_grad():
+        a = head(output.head.features, boxes, words, images)
+        b = head(output.head.features, boxes, words, images.flip(-1))
+    assert not torch.allclose(a, b)
+    constant = torch.zeros_like(images)
+    constant[:, :, 10:50, 20:70] = 2.5
+    pooled = head.pool_image(constant, [torch.tensor([[30.0, 20.0, 59.0, 39.0]])])
+    assert pooled.shape == (1, 3, 28, 28) and torch.allclose(pooled, torch.full_like(pooled, 2.5))
+
+
+def test_heads_saved_before_the_image_input_load_without_it(setup, tmp_path: Path) -> None:
+    """A mask_head.json without ``image_channels`` (written before the image input existed) is a head on the
+    tower features alone, and runs without images."""
+    import json
+
+    model = setup["model"]
+    old = MaskHead(
+        MaskHeadConfig.for_model(
+            setup["config"], num_convs=1, conv_channels=16, embed_dim=16, image_channels=0
+        )
+    )
+    save_mask_head(old, tmp_path)
+    config = json.loads((tmp_path / "mask_head.json").read_text())
+    config.pop("image_channels")
+    (tmp_path / "mask_head.json").write_text(json.dumps(config))
+    loaded = load_mask_head(tmp_path)
+    assert loaded.config.image_channels == 0 and loaded.refine is None
+    batch, output = _forward(model, [setup["dataset"][0]])
+    words = phrase_features(output.head.fused_text, [batch.targets[0].token_map])
+    assert loaded(output.head.features, [batch.targets[0].boxes], words).shape[1:] == (28, 28)
 
 
 def test_mask_logits_match_the_words(setup) -> None:
@@ -100,9 +146,10 @@ def test_mask_logits_match_the_words(setup) -> None:
     words = phrase_features(output.head.fused_text, [batch.targets[0].token_map[:1]])
     other = torch.randn_like(words)
     with torch.no_grad():
-        a = head(output.head.features, boxes, words)
-        b = head(output.head.features, boxes, other)
-        pixels = head.pixel_embeddings(head.pool(output.head.features, boxes))
+        images = batch.images.tensors
+        a = head(output.head.features, boxes, words, images)
+        b = head(output.head.features, boxes, other, images)
+        pixels = head.pixel_embeddings(head.pool(output.head.features, boxes), head.pool_image(images, boxes))
         expected = torch.einsum("kemn,ke->kmn", pixels, head.word_embeddings(words)) / np.sqrt(32) + head.bias
     assert not torch.allclose(a, b)
     assert torch.allclose(a, expected, atol=1e-5)
@@ -148,7 +195,7 @@ def test_predictor_masks(setup, tmp_path: Path) -> None:
                 and ys.max() <= box[3] + 1
             )
     assert "segmentation" in result.to_dict()["detections"][0]
-    _, output = _forward(model, [setup["dataset"][0]])
+    batch, output = _forward(model, [setup["dataset"][0]])
     probs = detection_masks(
         head,
         output.head.features,
@@ -156,5 +203,6 @@ def test_predictor_masks(setup, tmp_path: Path) -> None:
         [torch.zeros(0, 4)],
         [torch.zeros(0, dtype=torch.long)],
         {},
+        images=batch.images.tensors,
     )
     assert probs[0].shape == (0, 28, 28)

@@ -100,7 +100,7 @@ def test_overfits_one_image(setup) -> None:
 
     def iou() -> float:
         with torch.no_grad():
-            probs = head(output.head.features, [target.boxes], words).sigmoid()
+            probs = head(output.head.features, [target.boxes], words, batch.images.tensors).sigmoid()
         pasted = paste_masks(probs, continuous_boxes(target.boxes), tuple(sample.image.shape[-2:]))
         inter = (pasted & target.masks).sum(dim=(1, 2)).float()
         union = (pasted | target.masks).sum(dim=(1, 2)).float()
@@ -108,7 +108,7 @@ def test_overfits_one_image(setup) -> None:
 
     start = iou()
     for _ in range(120):
-        loss = mask_loss(head(output.head.features, [target.boxes], words), [target])
+        loss = mask_loss(head(output.head.features, [target.boxes], words, batch.images.tensors), [target])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
