@@ -36,6 +36,14 @@ def world(split: str, num_images: int, seed: int) -> Path:
     return folder
 
 
+def demo_v2_train_world(num_images: int = 2000) -> Path:
+    """The world the GLIPv2 demo model trained on (``make demo-model-v2`` leaves it in its work folder,
+    ``glip synth --split train --seed 0 --masks``, 2000 images), else that world without masks, generated
+    once (``num_images`` images) and cached beside the others."""
+    made = REPO / "outputs" / "demo_model_v2" / "synth_train"
+    return made if (made / "detection.json").exists() else world("train", num_images, 0)
+
+
 def subset(
     source: Path, image_ids: set[int] | None, target: Path, categories: set[str] | None = None
 ) -> Path:

@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
 NONCE = {
     "circle": "blicket",
     "square": "dax",
@@ -162,20 +164,13 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "experiments" / "results" / "v2_prompt_tuning.json"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    from glip.data.synthetic.writers import generate
+    from arms import demo_v2_train_world, world
+
     from glip.weights.loading import load_model
 
     work = Path(args.work)
-    train_world = REPO / "outputs" / "demo_model_v2" / "synth_train"
-    if not (train_world / "detection.json").exists():  # the world demo_v2 trained on (make demo-model-v2)
-        train_world = work / "train_seed0"
-        if not (train_world / "detection.json").exists():
-            generate(
-                train_world, num_images=args.train_images, seed=0, split="train", masks=False, overwrite=True
-            )
-    test_world = work / f"test_seed7_{args.test_images}"
-    if not (test_world / "detection.json").exists():
-        generate(test_world, num_images=args.test_images, seed=7, split="test", masks=False, overwrite=True)
+    train_world = demo_v2_train_world(args.train_images)
+    test_world = world("test", args.test_images, 7)
     model = load_model(REPO / "glip" / "assets" / "demo_model_v2")
     digests = set()
     rows = []
