@@ -274,11 +274,7 @@ class MaskHead(nn.Module):
         images: (B, 3, H, W) the network input (``ImageBatch.tensors``), needed when ``config.image_channels``.
         Returns (sum N_b, M, M) logits, M = ``config.mask_size``, on each box's grid.
         """
-        image = None
-        if self.refine is not None:
-            if images is None:
-                raise ValueError("this mask head refines with the image: pass the network input (images=...)")
-            image = self.pool_image(images, boxes)
+        image = self.pool_image(images, boxes) if self.refine is not None and images is not None else None
         pixels = self.pixel_embeddings(self.pool(features, boxes), image)  # (K, E, M, M)
         if words.shape[0] != pixels.shape[0]:
             raise ValueError(f"{words.shape[0]} phrase features for {pixels.shape[0]} boxes")

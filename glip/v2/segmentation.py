@@ -160,8 +160,7 @@ def train_segmentation(
                 targets = [batch.targets[i] for i in keep]
                 features = [f[keep] for f in output.head.features]
                 words = phrase_features(output.head.fused_text[keep], [t.token_map for t in targets])
-                images = batch.images.tensors[keep] if mask_head.refine is not None else None
-                logits = mask_head(features, [t.boxes for t in targets], words, images)
+                logits = mask_head(features, [t.boxes for t in targets], words, batch.images.tensors[keep])
                 loss = mask_loss(logits, targets)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite mask loss at step {step}")
