@@ -18,14 +18,15 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check glip tests benchmarks
 	$(VENV)/bin/ruff format --check glip tests benchmarks
-	$(PY) -m pytest -q; status=$$?; \
+	$(PY) -m pytest -q --durations=20; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
 # Retrain the bundled demo model (glip/assets/demo_model) from scratch: ~30 min on 2 CPU cores.
 demo-model: install
 	$(PY) experiments/demo_model.py
 
-# Retrain the bundled GLIPv2 demo model (glip/assets/demo_model_v2) on top of the GLIP demo model: ~75 min on 2 CPU cores.
+# Retrain the bundled GLIPv2 demo model (glip/assets/demo_model_v2) on top of the GLIP demo model: <= 60 min on 2 CPU cores
+# (docs/reproduction.md section 4.1 has the measured time).
 demo-model-v2: install
 	$(PY) experiments/demo_model_v2.py
 

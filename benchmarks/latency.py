@@ -186,11 +186,14 @@ def run_glip(args: argparse.Namespace) -> dict[str, Any]:
 
     from glip.config import get_preset
     from glip.memory import large_forward
+    from glip.models.dyhead import ConvNorm
     from glip.models.glip import GLIPOutput, build_model
     from glip.models.head import HeadOutput
     from glip.preprocess import ImageBatch, padded_size
 
     rss_start = rss_mb()
+    # a code-path variant of this benchmark (not a library setting): the deformable conv's other CPU path
+    ConvNorm.deform_impl = os.environ.get("GLIP_BENCH_DEFORM_IMPL", ConvNorm.deform_impl)
     config = get_preset(args.preset)
     torch.manual_seed(0)
     model, build_s = timed(lambda: build_model(config).eval())
@@ -441,8 +444,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="skip the GLIP runs with other allocator settings (GLIP_MEMORY_RELEASE=never, =stages; map at 1 MB; GLIP_HUGE_PAGES=0)",
     )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated GLIP variants to run beside the default (of {', '.join(VARIANTS)})",
+    )
     parser.add_argument("--only", choices=("glip", "gdino"), default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+# the same forward with other allocator settings: glibc's usual behaviour (glip/memory.py off), the old 1 MB map
+# threshold, "stages", without torch's transparent huge pages; and the fastest mode with the deformable conv's
+# other CPU path (grid_sample, the default before 2026-12-07)
+VARIANTS: dict[str, dict[str, str]] = {
+    "release_never": {"GLIP_MEMORY_RELEASE": "never"},
+    # the default is "map" at 16 MB; the 1 MB threshold was the default before 2026-12-07
+    "map_1mb": {"GLIP_MEMORY_RELEASE": "map", "GLIP_MEMORY_MAP_THRESHOLD": str(1 << 20)},
+    "release_stages": {"GLIP_MEMORY_RELEASE": "stages"},
+    # glip asks torch for transparent huge pages by default (glip/__init__.py); this turns that off
+    "no_huge_pages": {"GLIP_HUGE_PAGES": "0"},
+    "never_grid_sample": {"GLIP_MEMORY_RELEASE": "never", "GLIP_BENCH_DEFORM_IMPL": "grid_sample"},
+}
+CODE_PATH_VARIANTS = ("never_grid_sample",)
 
 
 def matmul_peak(threads: int, size: int = 2048, repeats: int = 10) -> dict[str, Any]:
@@ -530,18 +553,13 @@ def main(argv: list[str] | None = None) -> None:
         "glip": run_child("glip", child_argv),
     }
     if not args.skip_variants:
-        # the same forward with other allocator settings: glibc's usual behaviour (glip/memory.py off), the
-        # old 1 MB map threshold, "stages", and without torch's transparent huge pages
-        variants = {
-            "release_never": {"GLIP_MEMORY_RELEASE": "never"},
-            # the default is "map" at 16 MB; the 1 MB threshold was the default before 2026-12-07
-            "map_1mb": {"GLIP_MEMORY_RELEASE": "map", "GLIP_MEMORY_MAP_THRESHOLD": str(1 << 20)},
-            "release_stages": {"GLIP_MEMORY_RELEASE": "stages"},
-            # glip asks torch for transparent huge pages by default (glip/__init__.py); this turns that off
-            "no_huge_pages": {"GLIP_HUGE_PAGES": "0"},
-        }
+        chosen = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = sorted(set(chosen) - set(VARIANTS))
+        if unknown:
+            raise SystemExit(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
         report["glip_variants"] = {}
-        for name, extra_env in variants.items():
+        for name in chosen:
+            extra_env = VARIANTS[name]
             child = run_child("glip", child_argv, extra_env)
             report["glip_variants"][name] = {
                 "env": extra_env,
@@ -557,7 +575,13 @@ def main(argv: list[str] | None = None) -> None:
     glip_flop = report["glip"]["gflop"]["sum"]
     modes = {"default": report["glip"]["full_forward_postprocess"]["median_s"]}
     peaks = {"default": report["glip"]["peak_rss_one_forward_mb"]}
+    code_paths = {}
     for name, row in report.get("glip_variants", {}).items():
+        if (
+            name in CODE_PATH_VARIANTS
+        ):  # another implementation, not an allocator mode: beside, not in, the modes
+            code_paths[name] = row["full_forward_postprocess_median_s"]
+            continue
         modes[name] = row["full_forward_postprocess_median_s"]
         peaks[name] = row["peak_rss_one_forward_mb"]
     fastest = min(modes, key=modes.__getitem__)
@@ -577,6 +601,13 @@ def main(argv: list[str] | None = None) -> None:
             for name, seconds in modes.items()
         },
         "fastest": fastest,
+        "code_paths": {
+            name: {
+                "forward_postprocess_s": seconds,
+                "time_over_fastest_mode": round(seconds / modes[fastest], 3),
+            }
+            for name, seconds in code_paths.items()
+        },
         "components_gflop_per_s": report["glip"]["gflop_per_s"],
         "components_share_of_peak": {k: round(v / peak, 3) for k, v in report["glip"]["gflop_per_s"].items()},
     }

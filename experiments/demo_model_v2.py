@@ -30,12 +30,16 @@ import argparse
 import json
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from latency import matmul_peak  # noqa: E402  (the benchmarks' machine-speed probe)
+
 STAGES = ("A", "C", "D", "E", "B", "package")
 
 
@@ -94,7 +98,13 @@ def main() -> None:
 
     work = Path(args.work)
     timings: dict[str, float] = {}
-    tick = time.perf_counter()
+    # how fast this machine is today: its fp32 matmul rate beside the stage times (the same 2 cores have run
+    # the same stage 1.7x slower on another day: docs/reproduction.md section 4.1)
+    from glip.runtime import flush_denormals
+
+    flush_denormals()  # before the probe creates torch's thread pool (the workers inherit the setting)
+    peaks = [matmul_peak(torch.get_num_threads())]
+    started = tick = time.perf_counter()
     train_dir = work / "synth_train"
     if not (train_dir / "detection.json").exists():
         generate(
@@ -132,6 +142,11 @@ def main() -> None:
             if k not in ("work", "base", "out", "from_stage")
         ),
         "seconds": {k: round(v, 1) for k, v in timings.items()},
+        # one process from the first stage to the package when from_stage is "A" and generation ran here;
+        # a restarted run's "seconds" mixes its own stages with the saved timings of the ones it skipped
+        "from_stage": args.from_stage,
+        "this_run_wall_s": round(time.perf_counter() - started, 1),
+        "matmul_peak_start_end": [*peaks, matmul_peak(torch.get_num_threads())],
         "threads": torch.get_num_threads(),
     }
     for stage in ("A", "C", "D", "E", "B"):
