@@ -2,7 +2,8 @@
 
 Official: maskrcnn_benchmark/modeling/rpn/vldyhead.py (Conv3x3Norm, DyConv, h_sigmoid) and
 maskrcnn_benchmark/layers/dyrelu.py (DYReLU). Deformable convolution runs through
-``torchvision.ops.deform_conv2d`` (or an equivalent ``grid_sample`` path), never a compiled extension.
+``torchvision.ops.deform_conv2d`` or an equivalent path of our own (a weighted gather of channel vectors on CPU,
+``grid_sample`` on accelerators and in exports), never a compiled extension.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torchvision.ops import deform_conv2d
 
 from glip.memory import in_place
 
-# the grid_sample path samples at most about this many elements of the (B, C*9, Ho*Wo) columns at once
+# the CPU paths (gather, grid_sample) sample at most about this many values of the columns at once
 DEFORM_COLUMNS_MAX_ELEMENTS = 1 << 22
 
 
@@ -126,11 +127,92 @@ def deform_conv3x3_grid_sample(
     return out.reshape(batch, -1, out_h, out_w)
 
 
+def _bilinear_neighbours(
+    pos_y: torch.Tensor, pos_x: torch.Tensor, mask: torch.Tensor, height: int, width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 4 neighbours of sampling points in a (height, width) map: flat indices ``y * width + x`` and
+    bilinear weights times ``mask``, each (..., 4); a neighbour outside the map weighs 0 (its index is
+    clamped into the map), which is the deformable kernel's zero padding."""
+    y0, x0 = pos_y.floor(), pos_x.floor()
+    ly, lx = pos_y - y0, pos_x - x0
+    hy, hx = 1.0 - ly, 1.0 - lx
+    weights = torch.stack((hy * hx, hy * lx, ly * hx, ly * lx), dim=-1) * mask[..., None]
+    y0, x0 = y0.to(torch.long), x0.to(torch.long)
+    ys = torch.stack((y0, y0, y0 + 1, y0 + 1), dim=-1)
+    xs = torch.stack((x0, x0 + 1, x0, x0 + 1), dim=-1)
+    inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
+    weights = weights * inside
+    index = ys.clamp(0, height - 1) * width + xs.clamp(0, width - 1)
+    return index, weights
+
+
+def deform_conv3x3_gather(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: int,
+) -> torch.Tensor:
+    """Modulated deformable 3x3 conv (padding 1, dilation 1) as a weighted gather of channel vectors + matmul.
+
+    The CPU path. Same maths as ``torchvision.ops.deform_conv2d`` and :func:`deform_conv3x3_grid_sample`,
+    laid out for the CPU: the map is read channels-last, so each sampling point blends 4 contiguous rows of
+    C values (``F.embedding_bag`` with per-sample weights: one fused gather-and-sum; the bilinear weights
+    carry the modulation mask), where ``grid_sample`` gathers one channel plane at a time. The columns come
+    out position-major, (B, Ho*Wo, 9*C), and the matmul reads them transposed. Large maps go in bands of
+    output rows (at most :data:`DEFORM_COLUMNS_MAX_ELEMENTS` column values at once), each band's product
+    written into one output buffer.
+    x: (B, C, H, W); offset: (B, 18, Ho, Wo); mask: (B, 9, Ho, Wo); weight: (O, C, 3, 3) -> (B, O, Ho, Wo).
+    """
+    batch, channels, height, width = x.shape
+    out_h, out_w = offset.shape[-2:]
+    dtype, device = x.dtype, x.device
+    table = x.permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # channels-last rows
+    base_y = torch.arange(out_h, device=device, dtype=dtype) * stride - 1  # top-left tap, padding 1
+    base_x = torch.arange(out_w, device=device, dtype=dtype) * stride - 1
+    taps = torch.arange(3, device=device, dtype=dtype)
+    tap_y = taps[:, None].expand(3, 3).reshape(9)
+    tap_x = taps[None, :].expand(3, 3).reshape(9)
+    # sampling positions per output position and tap, position-major: (B, Ho, Wo, 9)
+    pos_y = base_y[None, :, None, None] + tap_y + offset[:, 0::2].permute(0, 2, 3, 1)
+    pos_x = base_x[None, None, :, None] + tap_x + offset[:, 1::2].permute(0, 2, 3, 1)
+    index, weights = _bilinear_neighbours(pos_y, pos_x, mask.permute(0, 2, 3, 1), height, width)
+    index = index + (torch.arange(batch, device=device) * (height * width))[:, None, None, None, None]
+    # (O, 9*C) in the columns' order: tap-major, channel-minor
+    weight_2d = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 9 * channels)
+    rows = max(1, min(out_h, DEFORM_COLUMNS_MAX_ELEMENTS // max(1, batch * channels * 9 * out_w)))
+
+    def product(top: int, band: int) -> torch.Tensor:
+        """(B, O, band*Wo): the conv's output for ``band`` output rows from ``top``."""
+        columns = F.embedding_bag(
+            index[:, top : top + band].reshape(-1, 4),
+            table,
+            per_sample_weights=weights[:, top : top + band].reshape(-1, 4),
+            mode="sum",
+        )  # (B*band*Wo*9, C)
+        return weight_2d @ columns.view(batch, band * out_w, 9 * channels).transpose(1, 2)
+
+    if batch == 1 and rows >= out_h:
+        out = product(0, out_h)
+    else:
+        # one row-major buffer (a batch's product is a transposed view: the matmul folds the images into rows)
+        out = x.new_empty(batch, weight_2d.shape[0], out_h * out_w)
+        for top in range(0, out_h, rows):
+            band = min(rows, out_h - top)
+            out[:, :, top * out_w : (top + band) * out_w] = product(top, band)
+    if bias is not None:
+        out = out + bias[None, :, None]
+    return out.reshape(batch, -1, out_h, out_w)
+
+
 class ConvNorm(nn.Module):
     """3x3 conv (modulated deformable when ``deformable``) followed by GroupNorm (official Conv3x3Norm)."""
 
-    # "torchvision" (reference kernel) or "grid_sample" (faster on CPU, same result within float error)
-    deform_impl: str = "grid_sample"
+    # "auto": deform_conv3x3_gather on CPU (fastest there), deform_conv3x3_grid_sample on accelerators and while
+    # exporting (ONNX GridSample); "gather", "grid_sample" or "torchvision" (the reference kernel) force one.
+    # All give the same result within float error (tested).
+    deform_impl: str = "auto"
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, deformable: bool, gn_groups: int | None) -> None:
         super().__init__()
@@ -147,10 +229,16 @@ class ConvNorm(nn.Module):
                 out_hw = ((x.shape[-2] - 1) // self.stride + 1, (x.shape[-1] - 1) // self.stride + 1)
                 offset = reinterpret_offsets(offset, out_hw)
                 mask = reinterpret_offsets(mask, out_hw)
-            if self.deform_impl == "torchvision" or x.dtype != torch.float32:
+            impl = self.deform_impl
+            if impl == "auto":
+                gather = x.device.type == "cpu" and not torch.compiler.is_exporting()
+                impl = "gather" if gather else "grid_sample"
+            if impl == "torchvision" or x.dtype != torch.float32:
                 y = deform_conv2d(
                     x, offset, self.conv.weight, self.conv.bias, stride=self.stride, padding=1, mask=mask
                 )
+            elif impl == "gather":
+                y = deform_conv3x3_gather(x, offset, mask, self.conv.weight, self.conv.bias, self.stride)
             else:
                 y = deform_conv3x3_grid_sample(x, offset, mask, self.conv.weight, self.conv.bias, self.stride)
         else:

@@ -11,7 +11,7 @@ from torchvision.ops import deform_conv2d
 from glip.box_coder import BoxCoder
 from glip.config import HeadConfig, get_preset
 from glip.models.anchors import AnchorGenerator, legacy_cell_anchor
-from glip.models.dyhead import deform_conv3x3_grid_sample, reinterpret_offsets
+from glip.models.dyhead import deform_conv3x3_gather, deform_conv3x3_grid_sample, reinterpret_offsets
 from glip.models.glip import build_model
 from glip.preprocess import ImageBatch, resized_hw
 from glip.text.tokenizer import tokenize_captions
@@ -76,19 +76,54 @@ def test_reinterpret_offsets_takes_the_first_values_in_memory_order():
 
 
 @pytest.mark.parametrize("max_elements", [1 << 22, 0], ids=["whole-map", "row-by-row"])
-def test_grid_sample_deform_conv_equals_torchvision(monkeypatch, max_elements):
+@pytest.mark.parametrize(
+    "ours_fn", [deform_conv3x3_grid_sample, deform_conv3x3_gather], ids=["grid", "gather"]
+)
+def test_deform_conv_paths_equal_torchvision(monkeypatch, max_elements, ours_fn):
+    """Forward and every gradient (input, offsets, mask), samples inside, across and outside the map."""
     monkeypatch.setattr("glip.models.dyhead.DEFORM_COLUMNS_MAX_ELEMENTS", max_elements)
     torch.manual_seed(0)
-    for stride, (height, width) in [(1, (7, 9)), (2, (9, 12)), (1, (1, 1)), (2, (3, 5))]:
-        x = torch.randn(2, 5, height, width)
+    for batch, stride, (height, width) in [
+        (2, 1, (7, 9)),
+        (2, 2, (9, 12)),
+        (2, 1, (1, 1)),
+        (2, 2, (3, 5)),
+        (1, 1, (1, 4)),
+        (1, 1, (6, 5)),
+    ]:
+        x = torch.randn(batch, 5, height, width)
         out_h, out_w = (height - 1) // stride + 1, (width - 1) // stride + 1
-        offset = torch.randn(2, 18, out_h, out_w) * 2.5  # many samples fall outside the map
-        mask = torch.rand(2, 9, out_h, out_w)
+        offset = torch.randn(batch, 18, out_h, out_w) * 2.5  # many samples fall outside the map
+        mask = torch.rand(batch, 9, out_h, out_w)
         weight = torch.randn(4, 5, 3, 3)
         bias = torch.randn(4)
-        expected = deform_conv2d(x, offset, weight, bias, stride=stride, padding=1, mask=mask)
-        ours = deform_conv3x3_grid_sample(x, offset, mask, weight, bias, stride)
+        leaves = [t.clone().requires_grad_() for t in (x, offset, mask)]
+        expected = deform_conv2d(leaves[0], leaves[1], weight, bias, stride=stride, padding=1, mask=leaves[2])
+        expected.square().sum().backward()
+        inputs = [t.clone().requires_grad_() for t in (x, offset, mask)]
+        ours = ours_fn(*inputs, weight, bias, stride)
         torch.testing.assert_close(ours, expected, atol=1e-4, rtol=1e-4)
+        ours.square().sum().backward()
+        for mine, theirs in zip(inputs, leaves, strict=True):
+            torch.testing.assert_close(mine.grad, theirs.grad, atol=2e-4, rtol=1e-4)
+        with torch.no_grad():
+            assert torch.equal(ours_fn(x, offset, mask, weight, bias, stride), ours.detach())
+
+
+def test_conv_norm_takes_the_gather_path_on_cpu(monkeypatch):
+    """``deform_impl = "auto"``: the channels-last gather on CPU; grid_sample only when asked (or exporting)."""
+    from glip.models import dyhead
+
+    calls: list[str] = []
+    for name in ("deform_conv3x3_gather", "deform_conv3x3_grid_sample"):
+        original = getattr(dyhead, name)
+        monkeypatch.setattr(dyhead, name, lambda *a, _n=name, _f=original: calls.append(_n) or _f(*a))
+    conv = dyhead.ConvNorm(4, 4, 1, deformable=True, gn_groups=2)
+    x, offset, mask = torch.randn(1, 4, 5, 6), torch.randn(1, 18, 5, 6), torch.rand(1, 9, 5, 6)
+    auto = conv(x, offset, mask)
+    monkeypatch.setattr(conv, "deform_impl", "grid_sample")
+    torch.testing.assert_close(conv(x, offset, mask), auto, atol=1e-5, rtol=1e-5)
+    assert calls == ["deform_conv3x3_gather", "deform_conv3x3_grid_sample"]
 
 
 def _head_outputs(model, caption: str):
