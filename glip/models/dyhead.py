@@ -168,7 +168,9 @@ def deform_conv3x3_gather(
     batch, channels, height, width = x.shape
     out_h, out_w = offset.shape[-2:]
     dtype, device = x.dtype, x.device
-    table = x.permute(0, 2, 3, 1).reshape(batch * height * width, channels)  # channels-last rows
+    # channels-last rows (a copy: embedding_bag is fast only over contiguous rows; for one image a reshape
+    # alone would be a transposed view)
+    table = x.permute(0, 2, 3, 1).contiguous().view(batch * height * width, channels)
     base_y = torch.arange(out_h, device=device, dtype=dtype) * stride - 1  # top-left tap, padding 1
     base_x = torch.arange(out_w, device=device, dtype=dtype) * stride - 1
     taps = torch.arange(3, device=device, dtype=dtype)
