@@ -493,7 +493,11 @@ class GLIPPredictor:
             batch = pad_batch([tensors[i] for i in chunk], cfg.size_divisibility).to(self.device)
             probs: list[torch.Tensor] | None = [] if masks else None
             found = self._detect_batch(
-                batch, prompts, mask_probs=probs, detections_per_img=detections_per_img
+                batch,
+                prompts,
+                mask_probs=probs,
+                detections_per_img=detections_per_img,
+                mask_min_score=threshold,
             )
             for index, dets in zip(chunk, found):
                 detections[index] = dets
@@ -543,18 +547,21 @@ class GLIPPredictor:
         prompts: list[Prompt],
         mask_probs: list[torch.Tensor] | None = None,
         detections_per_img: int | None = None,
+        mask_min_score: float = 0.0,
     ) -> list[Detections]:
         """The backbone + FPN once, then text / fusion / head / post-processing per prompt; chunks are
         concatenated as the official chunked evaluation does (each chunk NMS'd and capped on its own).
 
         ``mask_probs``: a list that receives, per image, the mask head's (N, M, M) probabilities of its
-        detections (same order), from the tower features and fused text of each detection's prompt.
+        detections (same order), from the tower features and fused text of each detection's prompt; only
+        detections scoring ``mask_min_score`` or more (the caller's threshold) get one, the others zeros (the
+        head's cost grows with the boxes: ~100 per image before the threshold, ~10 after it).
 
         One allocator setting (:func:`glip.memory.large_forward`) spans the backbone and every prompt's head,
         as one ``GLIP.forward`` does: the heap's pages stay mapped from one prompt to the next instead of
         being returned and faulted in again for each prompt (long vocabularies: docs/benchmarks.md)."""
         with large_forward(batch.tensors):
-            return self._detect_prompts(batch, prompts, mask_probs, detections_per_img)
+            return self._detect_prompts(batch, prompts, mask_probs, detections_per_img, mask_min_score)
 
     def _detect_prompts(
         self,
@@ -562,6 +569,7 @@ class GLIPPredictor:
         prompts: list[Prompt],
         mask_probs: list[torch.Tensor] | None,
         detections_per_img: int | None,
+        mask_min_score: float = 0.0,
     ) -> list[Detections]:
         with self._autocast():
             fpn = self.model.encode_images(batch.tensors)
@@ -596,18 +604,21 @@ class GLIPPredictor:
             if mask_probs is not None and self.mask_head is not None:
                 from glip.models.mask_head import detection_masks
 
+                wanted = [torch.nonzero(d.scores >= mask_min_score).reshape(-1) for d in found]
                 with self._autocast():
                     probs = detection_masks(
                         self.mask_head,
                         head.features,
                         head.fused_text,
-                        [d.boxes for d in found],
-                        [d.labels for d in found],
+                        [d.boxes[w] for d, w in zip(found, wanted)],
+                        [d.labels[w] for d, w in zip(found, wanted)],
                         prompt.label_to_tokens,
                         images=batch.tensors,
                     )
-                for index, prob in enumerate(probs):
-                    per_image_masks[index].append(prob.float())
+                for index, (prob, dets, w) in enumerate(zip(probs, found, wanted)):
+                    every = prob.new_zeros((len(dets.scores), *prob.shape[1:]), dtype=torch.float32)
+                    every[w] = prob.float()
+                    per_image_masks[index].append(every)
         if mask_probs is not None:
             mask_probs.extend(torch.cat(parts) for parts in per_image_masks)
         return [Detections.cat(parts) for parts in per_image]

@@ -180,3 +180,25 @@ def test_save_pretrained_keeps_the_vl_heads(predictor, tmp_path):
     first = predictor.ask(image, "what colour is the square?", entities=["the square"])
     second = again.ask(image, "what colour is the square?", entities=["the square"])
     assert (first.answer, round(first.score, 5)) == (second.answer, round(second.score, 5))
+
+
+def test_masks_only_for_the_detections_kept(predictor, monkeypatch):
+    """The mask head runs on the detections above the threshold only (not the ~100 of post-processing), and
+    their masks are the ones computed with every detection."""
+    from glip.models import mask_head as mask_module
+
+    seen: list[int] = []
+    original = mask_module.detection_masks
+
+    def counting(head, features, fused, boxes, *rest, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(sum(len(b) for b in boxes))
+        return original(head, features, fused, boxes, *rest, **kwargs)
+
+    monkeypatch.setattr(mask_module, "detection_masks", counting)
+    image, classes = shapes_image(96), ["red square", "blue square"]
+    every = predictor.predict(image, classes=classes, threshold=0.0, masks=True)
+    threshold = float(every.scores[len(every) // 2])
+    kept = predictor.predict(image, classes=classes, threshold=threshold, masks=True)
+    assert seen == [len(every), len(kept)] and 0 < len(kept) < len(every)
+    assert kept.masks is not None and every.masks is not None
+    assert torch.equal(kept.masks, every.masks[: len(kept)])
