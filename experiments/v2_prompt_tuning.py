@@ -97,7 +97,7 @@ def box_ap(model, annotations: Path, images: Path) -> dict[str, float]:
     return {"AP": round(float(result.metrics["AP"]), 4), "AP50": round(float(result.metrics["AP50"]), 4)}
 
 
-def zero_shot_ap(args, model, task: str, train_world: Path, test_world: Path, work: Path) -> dict:
+def zero_shot_ap(args, model, task: str, test_world: Path, work: Path) -> dict:
     """Box AP of the plain names (the prompt offset at zero)."""
     rename = TASKS[task]
     test_ann = relabel(test_world / "detection.json", work / task / "test.json", rename, args.test_images)
@@ -197,6 +197,7 @@ def main() -> None:
     torch.set_num_threads(2)
     from arms import demo_v2_train_world, world
 
+    from glip.fileio import atomic_write_text
     from glip.weights.loading import load_model
 
     work = Path(args.work)
@@ -233,17 +234,16 @@ def main() -> None:
 
     for task in args.tasks:
         if task not in zero_shot:
-            zero_shot[task] = zero_shot_ap(args, model, task, train_world, test_world, work)
+            zero_shot[task] = zero_shot_ap(args, model, task, test_world, work)
             print(json.dumps({"task": task, "zero_shot": zero_shot[task]}), flush=True)
     for seed in args.seeds:
         for task in args.tasks:
             if (seed, task) in done:
                 continue
             rows.append(run_task(args, model, task, seed, train_world, test_world, work))
-        out.write_text(json.dumps(report(), indent=2) + "\n")
-    final = report()
-    out.write_text(json.dumps(final, indent=2) + "\n")
-    print(json.dumps(final["summary"], indent=2))
+        # after every seed, atomically: a rerun reads this file back to keep the seeds already done
+        atomic_write_text(out, json.dumps(report(), indent=2) + "\n")
+    print(json.dumps(report()["summary"], indent=2))
 
 
 if __name__ == "__main__":

@@ -569,7 +569,7 @@ class GLIPPredictor:
         prompts: list[Prompt],
         mask_probs: list[torch.Tensor] | None,
         detections_per_img: int | None,
-        mask_min_score: float = 0.0,
+        mask_min_score: float,
     ) -> list[Detections]:
         with self._autocast():
             fpn = self.model.encode_images(batch.tensors)

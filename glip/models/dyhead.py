@@ -43,6 +43,26 @@ def reinterpret_offsets(tensor: torch.Tensor, out_hw: tuple[int, int]) -> torch.
     return tensor.reshape(batch, -1)[:, :needed].reshape(batch, channels, out_h, out_w)
 
 
+def tap_positions(
+    offset: torch.Tensor, stride: int, dtype: torch.dtype, shift: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a modulated deformable 3x3 conv (padding 1, dilation 1) samples: the absolute positions (pixels of
+    its input map, moved by ``shift``) of tap k = i * 3 + j (row-major) at every output position, with the
+    offset channels read as (dy, dx) per tap, as ``torchvision.ops.deform_conv2d`` reads them.
+    offset: (B, 18, Ho, Wo) -> pos_y, pos_x: (B, 9, Ho, Wo) each, of ``dtype`` or wider (the input map's
+    dtype: under autocast the offsets may be narrower than the map they sample)."""
+    out_h, out_w = offset.shape[-2:]
+    device = offset.device
+    base_y = torch.arange(out_h, device=device, dtype=dtype) * stride - 1 + shift  # top-left tap, padding 1
+    base_x = torch.arange(out_w, device=device, dtype=dtype) * stride - 1 + shift
+    taps = torch.arange(3, device=device, dtype=dtype)
+    tap_y = taps[:, None].expand(3, 3).reshape(9)[None, :, None, None]
+    tap_x = taps[None, :].expand(3, 3).reshape(9)[None, :, None, None]
+    return base_y[None, None, :, None] + tap_y + offset[:, 0::2], base_x[
+        None, None, None, :
+    ] + tap_x + offset[:, 1::2]
+
+
 def deform_conv3x3_grid_sample(
     x: torch.Tensor,
     offset: torch.Tensor,
@@ -59,7 +79,7 @@ def deform_conv3x3_grid_sample(
     """
     batch, channels = x.shape[:2]
     out_h, out_w = offset.shape[-2:]
-    dtype, device = x.dtype, x.device
+    device = x.device
     pad = 0
     if x.shape[-2] < 2 or x.shape[-1] < 2:
         # grid_sample(align_corners=True) cannot address a size-1 axis: pad one zero pixel all around
@@ -67,14 +87,7 @@ def deform_conv3x3_grid_sample(
         x = F.pad(x, (1, 1, 1, 1))
         pad = 1
     height, width = x.shape[-2:]
-    base_y = torch.arange(out_h, device=device, dtype=dtype) * stride - 1 + pad  # top-left tap, padding 1
-    base_x = torch.arange(out_w, device=device, dtype=dtype) * stride - 1 + pad
-    taps = torch.arange(3, device=device, dtype=dtype)
-    # absolute sampling positions per tap k = i * 3 + j: (B, 9, Ho, Wo)
-    tap_y = taps[:, None].expand(3, 3).reshape(9)[None, :, None, None]
-    tap_x = taps[None, :].expand(3, 3).reshape(9)[None, :, None, None]
-    pos_y = base_y[None, None, :, None] + tap_y + offset[:, 0::2]
-    pos_x = base_x[None, None, None, :] + tap_x + offset[:, 1::2]
+    pos_y, pos_x = tap_positions(offset, stride, x.dtype, shift=pad)  # (B, 9, Ho, Wo) each
     # normalise for grid_sample(align_corners=True): -1 -> pixel 0, +1 -> pixel size-1; outside -> zeros
     grid_x = pos_x * (2.0 / (width - 1)) - 1.0
     grid_y = pos_y * (2.0 / (height - 1)) - 1.0
@@ -167,19 +180,14 @@ def deform_conv3x3_gather(
     """
     batch, channels, height, width = x.shape
     out_h, out_w = offset.shape[-2:]
-    dtype, device = x.dtype, x.device
+    device = x.device
     # channels-last rows (a copy: embedding_bag is fast only over contiguous rows; for one image a reshape
     # alone would be a transposed view)
     table = x.permute(0, 2, 3, 1).contiguous().view(batch * height * width, channels)
-    base_y = torch.arange(out_h, device=device, dtype=dtype) * stride - 1  # top-left tap, padding 1
-    base_x = torch.arange(out_w, device=device, dtype=dtype) * stride - 1
-    taps = torch.arange(3, device=device, dtype=dtype)
-    tap_y = taps[:, None].expand(3, 3).reshape(9)
-    tap_x = taps[None, :].expand(3, 3).reshape(9)
     # sampling positions per output position and tap, position-major: (B, Ho, Wo, 9)
-    pos_y = base_y[None, :, None, None] + tap_y + offset[:, 0::2].permute(0, 2, 3, 1)
-    pos_x = base_x[None, None, :, None] + tap_x + offset[:, 1::2].permute(0, 2, 3, 1)
+    pos_y, pos_x = (pos.permute(0, 2, 3, 1) for pos in tap_positions(offset, stride, x.dtype))
     index, weights = _bilinear_neighbours(pos_y, pos_x, mask.permute(0, 2, 3, 1), height, width)
+    index, weights = index.contiguous(), weights.contiguous()  # position-major memory: bands are plain slices
     index = index + (torch.arange(batch, device=device) * (height * width))[:, None, None, None, None]
     # (O, 9*C) in the columns' order: tap-major, channel-minor
     weight_2d = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], 9 * channels)
