@@ -232,17 +232,20 @@ def _vl_models(glip, seed: int):
 def _vl_data(glip, args, num_images: int | None = None):
     from glip.data.synthetic.vl import SyntheticVL
 
+    detection = SyntheticVL(
+        "detection",
+        num_images or args.train_images,
+        seed=args.seed,
+        split="train",
+        size=args.vl_size,
+        input_config=glip.config.input,
+        vocabulary="colour_shape",
+    )
+    # one scene cache for the three tasks (each scene drawn once; the items are those of separate datasets)
     return {
-        task: SyntheticVL(
-            task,
-            num_images or args.train_images,
-            seed=args.seed,
-            split="train",
-            size=args.vl_size,
-            input_config=glip.config.input,
-            vocabulary="colour_shape",
-        )
-        for task in ("detection", "vqa", "caption")
+        "detection": detection,
+        "vqa": detection.for_task("vqa"),
+        "caption": detection.for_task("caption"),
     }
 
 

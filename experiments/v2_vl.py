@@ -68,9 +68,13 @@ def build(args: argparse.Namespace):
 
 def datasets(args: argparse.Namespace, split: str, count: int, seed: int) -> dict[str, SyntheticVL]:
     config = get_preset("tiny")
+    detection = SyntheticVL(
+        "detection", count, seed=seed, split=split, size=args.size, input_config=config.input
+    )
     return {
-        task: SyntheticVL(task, count, seed=seed, split=split, size=args.size, input_config=config.input)
-        for task in ("detection", "vqa", "caption")
+        "detection": detection,
+        "vqa": detection.for_task("vqa"),
+        "caption": detection.for_task("caption"),
     }
 
 

@@ -108,10 +108,16 @@ class CaptionHead(nn.Module):
         return weights @ centres, (weights * strength.sigmoid()[:, None, :]).sum(-1)
 
     def forward(
-        self, fused_text: torch.Tensor, view: AnchorView, word_embeddings: torch.Tensor
+        self,
+        fused_text: torch.Tensor,
+        view: AnchorView,
+        word_embeddings: torch.Tensor,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """fused_text: (B, T, D) causal; view: the same forward's anchors; word_embeddings: (V, D)
-        -> logits (B, T, V)."""
+        -> logits (B, T, V); with ``rows`` (bool (B, T)) only those positions' logits, (N, V) in row-major
+        order (the vocabulary projection is most of the head's cost: the loss needs only the positions that
+        have a next token, decoding only the last one)."""
         length = fused_text.shape[1]
         anchors = view.features.shape[1]
         image = torch.cat(
@@ -133,12 +139,15 @@ class CaptionHead(nn.Module):
             query, self.key(image), self.value(image), self.heads, bias
         )  # (B, T, H*d)
         hidden = fused_text + self.out(context)
+        if rows is not None:
+            hidden = hidden[rows]  # (N, D)
         return self.transform(hidden) @ word_embeddings.t() + self.bias
 
 
 @dataclass
 class CaptionOutput:
-    """token_logits: (B, T, V) next-token logits (position t predicts token t + 1); glip: the causal forward."""
+    """token_logits: (B, T, V) next-token logits (position t predicts token t + 1), or (N, V) at the ``rows``
+    asked for; glip: the causal forward."""
 
     token_logits: torch.Tensor
     glip: GLIPOutput
@@ -183,18 +192,21 @@ class GLIPForCaptioning(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         fpn: list[torch.Tensor] | None = None,
+        rows: torch.Tensor | None = None,
     ) -> CaptionOutput:
-        """images: (B, 3, H, W) padded; input_ids / attention_mask: (B, T) -> :class:`CaptionOutput`."""
+        """images: (B, 3, H, W) padded; input_ids / attention_mask: (B, T) -> :class:`CaptionOutput`;
+        ``rows`` (bool (B, T)): the next-token logits of those positions only, (N, V)."""
         output = self.glip(images, input_ids, attention_mask, fpn=fpn, causal=True)
-        head = self.head(output.head.fused_text, anchor_view(output), self.word_embeddings())
+        head = self.head(output.head.fused_text, anchor_view(output), self.word_embeddings(), rows)
         return CaptionOutput(head, output)
 
     # ------------------------------------------------------------------ decoding
     def _next_log_probs(self, fpn: list[torch.Tensor], sizes: list, ids: torch.Tensor) -> torch.Tensor:
         """Log-probabilities (B, V) of the token after the prefixes ``ids`` (B, t) (all real tokens)."""
         images = ImageBatch(fpn[0].new_zeros(0), sizes)
-        out = self(images, ids, torch.ones_like(ids), fpn=fpn)
-        logits = out.token_logits[:, -1].clone()
+        last = torch.zeros_like(ids, dtype=torch.bool)
+        last[:, -1] = True
+        logits = self(images, ids, torch.ones_like(ids), fpn=fpn, rows=last).token_logits  # (B, V)
         logits[:, list(_BANNED)] = float("-inf")
         return logits.log_softmax(dim=-1)
 

@@ -21,12 +21,12 @@ def caption_losses(
     """``loss_caption``: next-token cross-entropy over the real tokens after [CLS] (mean); with
     ``ground_weight`` > 0 also the grounding losses of every captioned object in the same causal forward
     (``loss_caption_token`` / ``_giou`` / ``_centerness``, scaled by the weight)."""
-    output = model(batch.images, batch.input_ids, batch.attention_mask, fpn=fpn)
-    length = output.token_logits.shape[1]
-    targets = batch.input_ids[:, 1:length].clone()  # (B, T-1): position t predicts token t + 1
-    targets[batch.attention_mask[:, 1:length] == 0] = -100
-    logits = output.token_logits[:, : length - 1]
-    losses = {"loss_caption": F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))}
+    # position t predicts token t + 1: the logits of the positions whose next token is real, (N, V)
+    rows = torch.zeros_like(batch.attention_mask, dtype=torch.bool)
+    rows[:, :-1] = batch.attention_mask[:, 1:] != 0
+    output = model(batch.images, batch.input_ids, batch.attention_mask, fpn=fpn, rows=rows)
+    targets = batch.input_ids[:, 1:][rows[:, :-1]]  # (N,)
+    losses = {"loss_caption": F.cross_entropy(output.token_logits, targets)}
     if ground_weight > 0:
         ground, _ = output_losses(output.glip, batch.targets)
         for key, value in ground.items():

@@ -95,6 +95,41 @@ def test_beam_one_equals_greedy(captioner):
     assert len(wider) == 2 and all(len(seq) <= 6 for seq in wider)
 
 
+def test_rows_give_the_full_logits_of_those_positions_and_the_same_loss(captioner):
+    """``rows``: the vocabulary projection only where it is needed (the loss: positions with a real next
+    token; decoding: the last one) gives those rows of the full (B, T, V) logits, and the loss of the full
+    logits with padding ignored; the gradients too."""
+    import torch.nn.functional as F
+
+    data = SyntheticVL("caption", 3, seed=5, size=SIZE)
+    batch = collate([data[i].sample for i in range(3)])  # captions of different lengths: padding
+    mask = batch.attention_mask
+    assert not bool(mask.all())
+    rows = torch.zeros_like(mask, dtype=torch.bool)
+    rows[:, :-1] = mask[:, 1:] != 0
+    with torch.no_grad():
+        full = captioner(batch.images, batch.input_ids, mask).token_logits  # (B, T, V)
+        some = captioner(batch.images, batch.input_ids, mask, rows=rows).token_logits  # (N, V)
+    assert some.shape == (int(rows.sum()), full.shape[-1])
+    torch.testing.assert_close(some, full[rows], rtol=1e-5, atol=1e-5)
+
+    def full_loss() -> torch.Tensor:  # the loss as computed before rows existed
+        logits = captioner(batch.images, batch.input_ids, mask).token_logits[:, :-1]
+        targets = batch.input_ids[:, 1:].clone()
+        targets[mask[:, 1:] == 0] = -100
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    grads = []
+    for loss_fn in (full_loss, lambda: caption_losses(captioner, batch, ground_weight=0.0)["loss_caption"]):
+        captioner.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        grads.append((loss.detach(), captioner.head.transform[0].weight.grad.clone()))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[1][1], grads[0][1], rtol=1e-4, atol=1e-7)
+    captioner.zero_grad()
+
+
 def test_caption_scores_by_hand():
     scores = caption_scores([[1, 2, 3], [4, 5], [7]], [[1, 2, 3], [4, 6, 5, 5], [8]])
     # pair 2: common {4, 5} = 2, precision 1, recall 0.5 -> F1 2/3

@@ -253,6 +253,22 @@ class SyntheticVL(Dataset):
     def __len__(self) -> int:
         return self.num_images * self.per_image
 
+    def for_task(self, task: str, questions_per_image: int = 1) -> SyntheticVL:
+        """The same images for another task (aligned: item k is image k), sharing this dataset's scene cache,
+        so that training several tasks on the same images draws each scene once, and holds it once."""
+        other = SyntheticVL(
+            task,
+            self.num_images,
+            self.seed,
+            self.split,
+            self.size,
+            self.input,
+            self.vocabulary,
+            questions_per_image,
+        )
+        other._scenes = self._scenes
+        return other
+
     def scene(self, index: int) -> Scene:
         """The scene of image ``index`` (cached)."""
         if index not in self._scenes:

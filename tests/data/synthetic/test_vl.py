@@ -123,6 +123,21 @@ def test_caption_and_detection_samples():
         assert torch.equal(c.sample.image, d.sample.image)  # aligned: item k is image k for every task
 
 
+def test_for_task_shares_the_scenes_and_gives_the_items_of_a_separate_dataset():
+    det = SyntheticVL("detection", 3, seed=4, size=SIZE)
+    vqa, cap = det.for_task("vqa", questions_per_image=2), det.for_task("caption")
+    for k in range(3):
+        assert cap.scene(k) is det.scene(k)  # drawn once for the three tasks
+    for shared, task, per_image in ((vqa, "vqa", 2), (cap, "caption", 1)):
+        alone = SyntheticVL(task, 3, seed=4, size=SIZE, questions_per_image=per_image)
+        assert len(shared) == len(alone) == 3 * per_image
+        for k in range(len(alone)):
+            a, b = shared[k], alone[k]
+            assert (a.answer, a.kind, a.sample.caption) == (b.answer, b.kind, b.sample.caption)
+            assert torch.equal(a.sample.image, b.sample.image)
+            assert torch.equal(a.sample.target.boxes, b.sample.target.boxes)
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="task"):
         SyntheticVL("segmentation", 2)
