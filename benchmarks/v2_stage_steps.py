@@ -28,7 +28,7 @@ PROBE = r"""
 import json, sys, time, types
 from pathlib import Path
 tree, stage, steps, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
-sys.path.insert(0, tree + "/experiments")
+sys.path[:0] = [tree, tree + "/experiments"]
 import torch
 import glip
 assert glip.__file__.startswith(tree), glip.__file__
@@ -94,6 +94,7 @@ def main() -> None:
                 done = subprocess.run(
                     [sys.executable, "-c", PROBE, tree, stage, str(args.steps), args.work],
                     env=env,
+                    cwd=tree,
                     capture_output=True,
                     text=True,
                     check=False,
