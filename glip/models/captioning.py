@@ -196,8 +196,18 @@ class GLIPForCaptioning(nn.Module):
     ) -> CaptionOutput:
         """images: (B, 3, H, W) padded; input_ids / attention_mask: (B, T) -> :class:`CaptionOutput`;
         ``rows`` (bool (B, T)): the next-token logits of those positions only, (N, V)."""
+        if rows is not None and (rows.dtype != torch.bool or rows.shape != input_ids.shape):
+            raise TypeError(
+                f"rows must be a bool mask of shape {tuple(input_ids.shape)}, got {rows.dtype} "
+                f"{tuple(rows.shape)}"
+            )
         output = self.glip(images, input_ids, attention_mask, fpn=fpn, causal=True)
-        head = self.head(output.head.fused_text, anchor_view(output), self.word_embeddings(), rows)
+        text = output.head.fused_text  # (B, T', D): the text encoder drops the columns that are all padding
+        if rows is not None:
+            if bool(rows[:, text.shape[1] :].any()):
+                raise ValueError("rows asks for padding positions the text encoder dropped")
+            rows = rows[:, : text.shape[1]]
+        head = self.head(text, anchor_view(output), self.word_embeddings(), rows)
         return CaptionOutput(head, output)
 
     # ------------------------------------------------------------------ decoding

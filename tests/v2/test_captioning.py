@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from glip.data.synthetic.vl import SyntheticVL
 from glip.data.toy import deterministic_tiny_random
@@ -98,9 +99,8 @@ def test_beam_one_equals_greedy(captioner):
 def test_rows_give_the_full_logits_of_those_positions_and_the_same_loss(captioner):
     """``rows``: the vocabulary projection only where it is needed (the loss: positions with a real next
     token; decoding: the last one) gives those rows of the full (B, T, V) logits, and the loss of the full
-    logits with padding ignored; the gradients too."""
-    import torch.nn.functional as F
-
+    logits with padding ignored; the gradients too. Columns of padding only (dropped by the text encoder)
+    are allowed; a mask of another dtype or shape is refused."""
     data = SyntheticVL("caption", 3, seed=5, size=SIZE)
     batch = collate([data[i].sample for i in range(3)])  # captions of different lengths: padding
     mask = batch.attention_mask
@@ -112,6 +112,17 @@ def test_rows_give_the_full_logits_of_those_positions_and_the_same_loss(captione
         some = captioner(batch.images, batch.input_ids, mask, rows=rows).token_logits  # (N, V)
     assert some.shape == (int(rows.sum()), full.shape[-1])
     torch.testing.assert_close(some, full[rows], rtol=1e-5, atol=1e-5)
+    pad = torch.zeros(3, 3, dtype=torch.long)  # 3 more columns of padding (e.g. pad_to_max)
+    with torch.no_grad():
+        wider = captioner(
+            batch.images,
+            torch.cat([batch.input_ids, pad], 1),
+            torch.cat([mask, pad], 1),
+            rows=torch.cat([rows, pad.bool()], 1),
+        ).token_logits
+        torch.testing.assert_close(wider, some)
+        with pytest.raises(TypeError, match="bool mask"):
+            captioner(batch.images, batch.input_ids, mask, rows=rows.long())
 
     def full_loss() -> torch.Tensor:  # the loss as computed before rows existed
         logits = captioner(batch.images, batch.input_ids, mask).token_logits[:, :-1]

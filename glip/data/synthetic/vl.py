@@ -254,8 +254,9 @@ class SyntheticVL(Dataset):
         return self.num_images * self.per_image
 
     def for_task(self, task: str, questions_per_image: int = 1) -> SyntheticVL:
-        """The same images for another task (aligned: item k is image k), sharing this dataset's scene cache,
-        so that training several tasks on the same images draws each scene once, and holds it once."""
+        """The same images for another task (aligned: its item k is image k // questions_per_image), sharing
+        this dataset's scene cache, so that training several tasks on the same images draws each scene once,
+        and holds it once."""
         other = SyntheticVL(
             task,
             self.num_images,
