@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "deform_conv.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from glip.fileio import atomic_write_text
     from glip.models import dyhead
 
     paths = {"gather": dyhead.deform_conv3x3_gather, "grid_sample": dyhead.deform_conv3x3_grid_sample}
@@ -77,7 +78,7 @@ def main() -> None:
         "training_forward_backward_s": training,
         "gather_speedup_training": round(training["grid_sample"] / training["gather"], 2),
     }
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

@@ -80,6 +80,7 @@ def main() -> None:
     import torch
     from latency import matmul_peak
 
+    from glip.fileio import atomic_write_text
     from glip.runtime import flush_denormals
 
     flush_denormals()
@@ -130,7 +131,7 @@ def main() -> None:
     }
     print(json.dumps(report, indent=2))
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -203,7 +203,7 @@ class GLIPForCaptioning(nn.Module):
             )
         output = self.glip(images, input_ids, attention_mask, fpn=fpn, causal=True)
         text = output.head.fused_text  # (B, T', D): the text encoder drops the columns that are all padding
-        if rows is not None:
+        if rows is not None and text.shape[1] < rows.shape[1]:  # (a host sync only when columns were dropped)
             if bool(rows[:, text.shape[1] :].any()):
                 raise ValueError("rows asks for padding positions the text encoder dropped")
             rows = rows[:, : text.shape[1]]
