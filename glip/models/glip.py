@@ -112,8 +112,10 @@ class GLIP(nn.Module):
         fpn: list[torch.Tensor] | None = None,
         causal: bool = False,
         v2: Sequence[str] = (),
+        text: TextFeatures | None = None,
     ) -> GLIPOutput:
-        """images: padded batch (B, 3, H, W); input_ids/attention_mask: (B, T). ``fpn`` skips the backbone.
+        """images: padded batch (B, 3, H, W); input_ids/attention_mask: (B, T). ``fpn`` skips the backbone,
+        ``text`` (from :meth:`encode_text` of these ids) the text encoder.
 
         ``causal=True`` (GLIPv2 captioning mode): text token t attends only to tokens <= t in the text
         encoder and the in-head BERT layers, and the fusion blocks do not update the image features (text
@@ -125,7 +127,8 @@ class GLIP(nn.Module):
         with large_forward(images.tensors):  # no-grad CPU forwards of large images: glip/memory.py
             if fpn is None:
                 fpn = self.encode_images(images.tensors)
-            text = self.encode_text(input_ids, attention_mask, causal=causal)
+            if text is None:
+                text = self.encode_text(input_ids, attention_mask, causal=causal)
             head = self.forward_head(fpn, text, causal=causal)
             anchors = self.anchor_generator(fpn)
             v2_out = None

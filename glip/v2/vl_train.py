@@ -7,7 +7,10 @@
 Every step draws one set of image indices and takes item k of each task's dataset, so the tasks see the
 *same* images (the datasets of :class:`glip.data.synthetic.vl.SyntheticVL` over one seed / split / image
 count are aligned: item k is image k). The backbone + FPN run once per step; the head runs once per task
-(detection prompt, question, causal caption). The loss is
+(detection prompt, question, causal caption). A part of the model with no trainable parameter (a frozen
+backbone or text encoder, or the whole GLIP while only the task heads learn) runs in eval mode: fixed
+batch-norm statistics and no dropout, as at inference; a frozen text encoder then encodes a detection prompt
+that every image of the batch shares once. The loss is
 
     L = w_det * (token + GIoU + centerness on the class prompt)
       + w_vqa * (answer cross-entropy + entity-token weights + w_ground * grounding of the question's entity)
@@ -32,6 +35,7 @@ from glip.data.types import collate
 from glip.losses.grounding import output_losses
 from glip.models.captioning import GLIPForCaptioning
 from glip.models.glip import GLIP
+from glip.models.language import TextFeatures
 from glip.v2.captioning import caption_losses
 from glip.v2.vqa import GLIPForVQA, collate_vqa, vqa_losses
 
@@ -82,6 +86,35 @@ def _parameter_groups(glip: GLIP, heads: list[nn.Module], config: VLTrainConfig)
     return [g for g in groups if g["params"]]
 
 
+def eval_frozen_parts(model: nn.Module) -> list[str]:
+    """Put every submodule that has parameters, none of them trainable, in eval mode (fixed batch-norm
+    statistics, no dropout: what it computes at inference); returns the names of the outermost ones."""
+    names: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(f"{done}.") for done in names) or (names and names[0] == ""):
+            continue
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
+            names.append(name)
+    return names
+
+
+def _shared_prompt(glip: GLIP, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextFeatures | None:
+    """The text features of a prompt every row of the batch shares, encoded once (the text encoder in eval
+    mode, so each row's encoding would be the same); None when the rows differ or dropout is on."""
+    if glip.text_encoder.training or input_ids.shape[0] < 2:
+        return None
+    if not (torch.equal(input_ids, input_ids[:1].expand_as(input_ids))
+            and torch.equal(attention_mask, attention_mask[:1].expand_as(attention_mask))):
+        return None
+    one = glip.encode_text(input_ids[:1], attention_mask[:1])
+    rows = input_ids.shape[0]
+    return TextFeatures(
+        *(t.expand(rows, *t.shape[1:]).contiguous() for t in (one.hidden, one.embedded, one.mask))
+    )
+
+
 def train_vl(
     glip: GLIP,
     datasets: Mapping[str, Dataset],
@@ -126,6 +159,9 @@ def train_vl(
     modules = [glip, *heads]
     for module in modules:
         module.train()
+    frozen = eval_frozen_parts(glip)
+    if frozen:
+        logger.info("frozen, in eval mode: %s", ", ".join(name or "the whole GLIP" for name in frozen))
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     for step in range(1, config.steps + 1):
@@ -142,7 +178,8 @@ def train_vl(
         losses: dict[str, torch.Tensor] = {}
         if "detection" in active:
             batch = collate([it.sample for it in items["detection"]]).to(device)
-            output = glip(batch.images, batch.input_ids, batch.attention_mask, fpn=fpn)
+            text = _shared_prompt(glip, batch.input_ids, batch.attention_mask)
+            output = glip(batch.images, batch.input_ids, batch.attention_mask, fpn=fpn, text=text)
             det, _ = output_losses(output, batch.targets)
             losses.update({k: v * config.detection_weight for k, v in det.items()})
         if "vqa" in active:

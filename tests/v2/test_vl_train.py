@@ -7,9 +7,10 @@ import torch
 
 from glip.data.synthetic.vl import ANSWERS, SyntheticVL
 from glip.data.toy import deterministic_tiny_random
+from glip.data.types import collate
 from glip.models.captioning import GLIPForCaptioning
 from glip.models.glip import build_model
-from glip.v2.vl_train import VLTrainConfig, train_vl
+from glip.v2.vl_train import VLTrainConfig, eval_frozen_parts, train_vl
 from glip.v2.vqa import GLIPForVQA
 
 SIZE = 96
@@ -59,3 +60,56 @@ def test_errors_name_the_problem():
     short = {**data, "vqa": SyntheticVL("vqa", 3, seed=0, size=SIZE)}
     with pytest.raises(ValueError, match="aligned"):
         train_vl(glip, short, VLTrainConfig(steps=1), vqa=vqa, captioner=captioner)
+
+
+def test_frozen_parts_run_in_eval_mode_and_a_shared_prompt_is_encoded_once():
+    """Frozen backbone and text encoder: eval mode (no dropout, fixed batch-norm statistics) while the rest
+    trains; the detection prompt that every image shares goes through the text encoder once per step."""
+    glip, vqa, captioner, data = _setup()
+    for module in (glip.backbone, glip.text_encoder):
+        module.requires_grad_(False)
+    seen: dict[str, list[tuple[bool, int]]] = {"text": [], "backbone": [], "head": []}
+    for key, module in (("text", glip.text_encoder), ("backbone", glip.backbone), ("head", glip.head)):
+        module.register_forward_pre_hook(
+            lambda m, args, key=key: seen[key].append((m.training, args[1].shape[0] if key == "head" else args[0].shape[0]))
+        )
+    config = VLTrainConfig(steps=2, batch_size=2, vqa_weight=0.0, caption_weight=0.0, log_every=1)
+    history = train_vl(glip, data, config, vqa=vqa, captioner=captioner)
+    assert all(torch.isfinite(torch.tensor(row["loss"])) for row in history)
+    assert seen["text"] == [(False, 1), (False, 1)]  # one prompt, encoded once per step
+    assert all(not training for training, _ in seen["backbone"])
+    assert all(training for training, _ in seen["head"])
+
+    # the whole GLIP frozen (only the task heads learn): GLIP in eval mode, the heads in train mode
+    glip.requires_grad_(False)
+    modes: list[bool] = []
+    vqa.head.register_forward_pre_hook(lambda m, args: modes.append(m.training))
+    seen = {key: [] for key in seen}
+    config = VLTrainConfig(steps=1, batch_size=2, detection_weight=0.0, ground_weight=0.0, log_every=1)
+    train_vl(glip, data, config, vqa=vqa, captioner=captioner)
+    assert seen["head"] and not any(training for training, _ in seen["head"])
+    assert modes == [True]
+
+
+def test_eval_frozen_parts_names_the_outermost_frozen_modules():
+    glip = build_model(deterministic_tiny_random()).train()
+    glip.text_encoder.requires_grad_(False)
+    glip.head.blocks[0].requires_grad_(False)
+    frozen = eval_frozen_parts(glip)
+    assert {"head.blocks.0", "text_encoder"} <= set(frozen)
+    assert not any(name.startswith(("head.blocks.0.", "text_encoder.")) for name in frozen)
+    assert not glip.text_encoder.bert.encoder.layer[0].training and glip.head.blocks[1].training
+    glip.requires_grad_(False)
+    assert eval_frozen_parts(glip) == [""]
+    assert not any(m.training for m in glip.modules())
+
+
+def test_precomputed_text_features_give_the_same_output():
+    glip = build_model(deterministic_tiny_random()).eval()
+    batch = collate([SyntheticVL("detection", 2, seed=0, size=SIZE)[i].sample for i in range(2)])
+    with torch.no_grad():
+        plain = glip(batch.images, batch.input_ids, batch.attention_mask)
+        text = glip.encode_text(batch.input_ids, batch.attention_mask)
+        given = glip(batch.images, batch.input_ids, batch.attention_mask, text=text)
+    for a, b in zip(plain.head.token_logits, given.head.token_logits):
+        assert torch.equal(a, b)
