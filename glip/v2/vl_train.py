@@ -105,8 +105,10 @@ def _shared_prompt(glip: GLIP, input_ids: torch.Tensor, attention_mask: torch.Te
     mode, so each row's encoding would be the same); None when the rows differ or dropout is on."""
     if glip.text_encoder.training or input_ids.shape[0] < 2:
         return None
-    if not (torch.equal(input_ids, input_ids[:1].expand_as(input_ids))
-            and torch.equal(attention_mask, attention_mask[:1].expand_as(attention_mask))):
+    if not (
+        torch.equal(input_ids, input_ids[:1].expand_as(input_ids))
+        and torch.equal(attention_mask, attention_mask[:1].expand_as(attention_mask))
+    ):
         return None
     one = glip.encode_text(input_ids[:1], attention_mask[:1])
     rows = input_ids.shape[0]

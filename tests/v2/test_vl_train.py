@@ -71,7 +71,9 @@ def test_frozen_parts_run_in_eval_mode_and_a_shared_prompt_is_encoded_once():
     seen: dict[str, list[tuple[bool, int]]] = {"text": [], "backbone": [], "head": []}
     for key, module in (("text", glip.text_encoder), ("backbone", glip.backbone), ("head", glip.head)):
         module.register_forward_pre_hook(
-            lambda m, args, key=key: seen[key].append((m.training, args[1].shape[0] if key == "head" else args[0].shape[0]))
+            lambda m, args, key=key: seen[key].append(
+                (m.training, args[1].shape[0] if key == "head" else args[0].shape[0])
+            )
         )
     config = VLTrainConfig(steps=2, batch_size=2, vqa_weight=0.0, caption_weight=0.0, log_every=1)
     history = train_vl(glip, data, config, vqa=vqa, captioner=captioner)
