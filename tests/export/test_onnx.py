@@ -4,23 +4,21 @@ Exports, each checked on image sizes, batch sizes and prompt lengths it did not 
 (the ``tiny_random`` preset with Swin depths (1, 1, 2, 1) and one DyHead block, random weights, no extra
 package; batch 2, 256x320, 12 tokens: every code path of the full preset, shifted windows included, in half
 the graph, so the export that ``make test`` runs takes half the time: 327 s against 629 s on 2 cores on
-2026-12-07), and with ``GLIP_SLOW_TESTS=1`` also ``tiny_random`` itself and the ``tiny`` preset (the bundled demo
+2026-12-07; it runs in a background process beside the rest of the suite, tests/export/conftest.py), and with
+``GLIP_SLOW_TESTS=1`` also ``tiny_random`` itself and the ``tiny`` preset (the bundled demo
 model, EfficientNet-Lite0 + MiniLM; needs the ``tiny`` extra; batch 2, 320x320, 16 tokens). Each export takes
 minutes on 2 CPU cores, hence ``slow``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from glip.config import get_preset
 from glip.export.onnx import (
     ExportableGLIP,
     ExportError,
@@ -30,11 +28,19 @@ from glip.export.onnx import (
     level_shapes,
     to_onnx,
 )
-from glip.models.glip import build_model
 from glip.predictor import GLIPPredictor, Prediction
 from glip.preprocess import normalize, pad_batch, resize_image
 from glip.text.tokenizer import tokenize_captions
 from glip.weights.demo import DEMO_EXAMPLES_DIR, DEMO_PROMPT, demo_model_available
+from tests.export.onnx_models import (
+    BACKGROUND,
+    BACKGROUND_EXPORT,
+    EXPORTS,
+    SLOW,
+    demo_model,
+    export,
+    tiny_model,
+)
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -43,66 +49,19 @@ pytest.importorskip("onnxruntime")
 pytestmark = pytest.mark.slow
 
 
-def tiny_model(small: bool = False) -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = get_preset("tiny_random")
-    # small: one block per Swin stage but the third (its second block has the shifted windows), one head block
-    if small:
-        config = dataclasses.replace(
-            config,
-            name="tiny_random_small",
-            backbone=dataclasses.replace(config.backbone, depths=(1, 1, 2, 1)),
-            head=dataclasses.replace(config.head, num_blocks=1),
-        )
-    # random weights score every phrase ~0.01: no candidate threshold, no top-k cuts and no NMS (near-ties at a
-    # cut could swap which of two candidates survives; thousands of overlapping boxes put some pairs at the NMS
-    # IoU, where float rounding decides: 1 of 10824 detections differed), so that every anchor x phrase
-    # detection is compared; NMS itself is the same torchvision call on both paths (with the trained model's
-    # detections under GLIP_SLOW_TESTS=1)
-    post = dataclasses.replace(
-        config.postprocess,
-        pre_nms_thresh=0.0,
-        pre_nms_top_n=10**9,
-        detections_per_img=0,  # no cut
-        nms_thresh=1.0,
-    )
-    config = dataclasses.replace(config, postprocess=post)
-    model = build_model(config).eval()
-    with torch.no_grad():  # spread the grounding scores so that they are not all tied near the prior
-        for name, param in model.head.named_parameters():
-            if name.endswith("text_bias"):
-                param.normal_(0.0, 1.0)
-            elif name.endswith("bias0"):
-                param.zero_()
-    return model
-
-
-def demo_model() -> torch.nn.Module:
-    """The ``tiny`` preset with its trained weights (the bundled demo model), config unchanged."""
-    from glip.weights.loading import load_model
-
-    return load_model("demo").eval()
-
-
-EXPORTS = {
-    "tiny_random_small": (lambda: tiny_model(small=True), {"image_size": (256, 320), "num_tokens": 12}),
-    "tiny_random": (tiny_model, {"image_size": (256, 320), "num_tokens": 12}),
-    "tiny": (demo_model, {"image_size": (320, 320), "num_tokens": 16}),
-}
-#: each export takes minutes on 2 CPU cores (docs/deploy.md): `make test` exports the small random architecture
-#: once; GLIP_SLOW_TESTS=1 adds the full tiny_random preset and the trained demo model
-SLOW = os.environ.get("GLIP_SLOW_TESTS") == "1"
-
-
-@pytest.fixture(scope="module", params=list(EXPORTS) if SLOW else ["tiny_random_small"])
+@pytest.fixture(scope="module", params=list(EXPORTS) if SLOW else [BACKGROUND])
 def exported(request, tmp_path_factory):  # type: ignore[no-untyped-def]
-    build, options = EXPORTS[request.param]
+    """(model, export folder): the background export of conftest.py, or (the others) exported here."""
     if request.param == "tiny" and not demo_model_available():
         pytest.skip("the demo model (tiny preset) needs the tiny extra: pip install '.[tiny]'")
-    model = build()
+    job = request.config.stash.get(BACKGROUND_EXPORT, None)
+    if request.param == BACKGROUND and job is not None:
+        directory = job.wait()
+        model = EXPORTS[BACKGROUND][0]()
+        model.load_state_dict(torch.load(directory / "weights.pt", weights_only=True))
+        return model, directory
     directory = tmp_path_factory.mktemp(f"onnx-{request.param}")
-    to_onnx(model, directory, **options)
-    return model, directory
+    return export(request.param, directory), directory
 
 
 def check_raw(model, runner: OnnxGLIP) -> None:  # type: ignore[no-untyped-def]
