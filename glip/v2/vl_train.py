@@ -7,7 +7,7 @@
 Every step draws one set of image indices and takes item k of each task's dataset, so the tasks see the
 *same* images (the datasets of :class:`glip.data.synthetic.vl.SyntheticVL` over one seed / split / image
 count are aligned: item k is image k). The backbone + FPN run once per step; the head runs once per task
-(detection prompt, question, causal caption). A part of the model with no trainable parameter (a frozen
+(detection prompt, question, causal caption). A part of the GLIP with no trainable parameter (a frozen
 backbone or text encoder, or the whole GLIP while only the task heads learn) runs in eval mode: fixed
 batch-norm statistics and no dropout, as at inference; a frozen text encoder then encodes a detection prompt
 that every image of the batch shares once. The loss is
@@ -41,7 +41,7 @@ from glip.v2.vqa import GLIPForVQA, collate_vqa, vqa_losses
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VLTrainConfig", "train_vl"]
+__all__ = ["VLTrainConfig", "eval_frozen_parts", "train_vl"]
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,14 @@ def eval_frozen_parts(model: nn.Module) -> list[str]:
     """Put every submodule that has parameters, none of them trainable, in eval mode (fixed batch-norm
     statistics, no dropout: what it computes at inference); returns the names of the outermost ones."""
     names: list[str] = []
-    for name, module in model.named_modules():
-        if any(name.startswith(f"{done}.") for done in names) or (names and names[0] == ""):
+    for name, module in model.named_modules():  # parents before their children
+        if any(name.startswith(f"{done}.") for done in names):
             continue
         params = list(module.parameters())
         if params and not any(p.requires_grad for p in params):
             module.eval()
+            if not name:  # the whole model
+                return [name]
             names.append(name)
     return names
 

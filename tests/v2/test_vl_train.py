@@ -10,7 +10,7 @@ from glip.data.toy import deterministic_tiny_random
 from glip.data.types import collate
 from glip.models.captioning import GLIPForCaptioning
 from glip.models.glip import build_model
-from glip.v2.vl_train import VLTrainConfig, eval_frozen_parts, train_vl
+from glip.v2.vl_train import VLTrainConfig, _shared_prompt, eval_frozen_parts, train_vl
 from glip.v2.vqa import GLIPForVQA
 
 SIZE = 96
@@ -79,8 +79,8 @@ def test_frozen_parts_run_in_eval_mode_and_a_shared_prompt_is_encoded_once():
     history = train_vl(glip, data, config, vqa=vqa, captioner=captioner)
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in history)
     assert seen["text"] == [(False, 1), (False, 1)]  # one prompt, encoded once per step
-    assert all(not training for training, _ in seen["backbone"])
-    assert all(training for training, _ in seen["head"])
+    assert seen["backbone"] and all(not training for training, _ in seen["backbone"])
+    assert seen["head"] and all(training for training, _ in seen["head"])
 
     # the whole GLIP frozen (only the task heads learn): GLIP in eval mode, the heads in train mode
     glip.requires_grad_(False)
@@ -115,3 +115,29 @@ def test_precomputed_text_features_give_the_same_output():
         given = glip(batch.images, batch.input_ids, batch.attention_mask, text=text)
     for a, b in zip(plain.head.token_logits, given.head.token_logits):
         assert torch.equal(a, b)
+
+
+def test_a_shared_prompt_encoded_once_equals_each_row_encoded():
+    """Padded rows (trimmed to the longest real prompt): the one encoding, expanded, is each row's encoding;
+    rows that differ, a single row or a text encoder with dropout on are encoded as they come (None)."""
+    glip = build_model(deterministic_tiny_random())
+    glip.text_encoder.requires_grad_(False)
+    ids = torch.tensor([[101, 2417, 4418, 1012, 102, 0, 0]] * 3)
+    mask = (ids != 0).long()
+    glip.train()
+    assert _shared_prompt(glip, ids, mask) is None  # dropout on
+    eval_frozen_parts(glip)
+    shared = _shared_prompt(glip, ids, mask)
+    each = glip.encode_text(ids, mask)
+    assert shared is not None and shared.hidden.shape == each.hidden.shape == (
+        3,
+        5,
+        glip.text_encoder.hidden_size,
+    )
+    torch.testing.assert_close(shared.hidden, each.hidden)
+    torch.testing.assert_close(shared.embedded, each.embedded)
+    assert torch.equal(shared.mask, each.mask)
+    other = ids.clone()
+    other[1, 2] = 2300
+    assert _shared_prompt(glip, other, mask) is None
+    assert _shared_prompt(glip, ids[:1], mask[:1]) is None
